@@ -1,0 +1,1 @@
+//! Kubelet gRPC APIs (filled in by the device-plugin issue).

@@ -1,0 +1,151 @@
+//! Root-aware file access: optional reads, parsed reads and symlinks that may not leave
+//! the root.
+
+use crate::error::{HcaError, Result};
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+/// Read a whole file, trimmed. `Ok(None)` when it does not exist.
+///
+/// Some sysfs attributes fail to read by design (`phys_port_name` answers EOPNOTSUPP on
+/// drivers without switchdev, `carrier` EINVAL while down): those also count as absent.
+pub(crate) fn read_opt(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if absent(&e) => Ok(None),
+        Err(source) => Err(HcaError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Whether an error means "this attribute is not there" rather than a real failure.
+fn absent(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Unsupported)
+        || matches!(e.raw_os_error(), Some(95) | Some(22) | Some(61)) // EOPNOTSUPP, EINVAL, ENODATA
+}
+
+/// Read an optional file and parse it with `parse`; a parse failure is `Malformed`.
+pub(crate) fn read_parsed<T>(
+    path: &Path,
+    reason: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>> {
+    match read_opt(path)? {
+        None => Ok(None),
+        Some(s) => match parse(&s) {
+            Some(v) => Ok(Some(v)),
+            None => Err(HcaError::Malformed {
+                path: path.to_path_buf(),
+                content: s,
+                reason,
+            }),
+        },
+    }
+}
+
+/// List a directory's entry names, sorted. `Ok(vec![])` when it does not exist.
+pub(crate) fn list_dir(path: &Path) -> Result<Vec<String>> {
+    let rd = match std::fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(HcaError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut names = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|source| HcaError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Lexically resolve `target` relative to `base` (no filesystem access): `..` pops.
+fn normalize(base: &Path, target: &Path) -> PathBuf {
+    let mut out = if target.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        base.to_path_buf()
+    };
+    for c in target.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            Component::Normal(p) => out.push(p),
+        }
+    }
+    out
+}
+
+/// Resolve the symlink at `link` (one level) to a path that must lie under `root`.
+///
+/// Relative targets resolve against the link's directory, as the kernel's do. Absolute
+/// targets are taken as host-absolute and so re-rooted only if already under `root`.
+/// `Ok(None)` when `link` does not exist; a link whose target is missing is
+/// `DanglingLink` unless `allow_dangling`.
+pub(crate) fn read_link_in_root(
+    root: &Path,
+    link: &Path,
+    allow_dangling: bool,
+) -> Result<Option<PathBuf>> {
+    let target = match std::fs::read_link(link) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(HcaError::Io {
+                path: link.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let parent = link.parent().unwrap_or(root);
+    let resolved = normalize(parent, &target);
+    if !resolved.starts_with(root) {
+        return Err(HcaError::LinkEscapesRoot {
+            path: link.to_path_buf(),
+            target,
+            root: root.to_path_buf(),
+        });
+    }
+    if !allow_dangling && std::fs::symlink_metadata(&resolved).is_err() {
+        return Err(HcaError::DanglingLink {
+            path: link.to_path_buf(),
+            target,
+        });
+    }
+    Ok(Some(resolved))
+}
+
+/// The last path component as a string.
+pub(crate) fn base_name(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_pops_parents() {
+        let p = normalize(
+            Path::new("/r/sys/devices/pci0000:3a/0000:3b:00.2"),
+            Path::new("../0000:3b:00.0"),
+        );
+        assert_eq!(p, Path::new("/r/sys/devices/pci0000:3a/0000:3b:00.0"));
+        let p = normalize(Path::new("/r/a"), Path::new("../../../x"));
+        assert_eq!(p, Path::new("/x"));
+    }
+}

@@ -1,0 +1,185 @@
+//! The entry point: a [`Host`] is a root directory; it reads single objects cheaply (for
+//! the CNI's hot path) or the whole [`Inventory`] (for the device plugin).
+
+use crate::error::{HcaError, Result};
+use crate::fsutil::list_dir;
+use crate::netdev::{Netdev, default_route_netdevs, read_netdev};
+use crate::pci::{PciAddress, PciFunction, devices_dir, read_function};
+use crate::rdma::{RdmaDevice, RdmaNetnsMode, char_devices, read_netns_mode, read_rdma_device};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A host tree rooted at a directory (`/` on a real node, a temp dir in tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    root: PathBuf,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host::new("/")
+    }
+}
+
+impl Host {
+    /// A host whose `/sys`, `/dev` and `/proc` live under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root: PathBuf = root.into();
+        // Keep the root absolute and free of `..` so the containment check means something.
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Host { root }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Read one PCI function, with `vf_index` resolved for a VF.
+    pub fn function(&self, address: &PciAddress) -> Result<PciFunction> {
+        let dir = devices_dir(&self.root).join(address.as_str());
+        if std::fs::symlink_metadata(&dir).is_err() {
+            return Err(HcaError::NoSuchDevice {
+                address: address.to_string(),
+                path: dir,
+            });
+        }
+        read_function(&self.root, &dir, address.clone(), true)
+    }
+
+    /// Read one netdev in the root's network namespace view; `None` if absent.
+    /// `default_route` is filled from `proc/net/route` and `ipv6_route`.
+    pub fn netdev(&self, name: &str) -> Result<Option<Netdev>> {
+        let routes = default_route_netdevs(&self.root)?;
+        read_netdev(&self.root, name, &routes)
+    }
+
+    /// Read one RDMA device; `None` if absent.
+    pub fn rdma_device(&self, name: &str) -> Result<Option<RdmaDevice>> {
+        let chars = char_devices(&self.root)?;
+        read_rdma_device(&self.root, name, &chars)
+    }
+
+    /// The host's RDMA netns mode.
+    pub fn netns_mode(&self) -> Result<RdmaNetnsMode> {
+        read_netns_mode(&self.root)
+    }
+
+    /// Read everything.
+    pub fn inventory(&self) -> Result<Inventory> {
+        let root = &self.root;
+        let mut functions = BTreeMap::new();
+        let dev_dir = devices_dir(root);
+        for name in list_dir(&dev_dir)? {
+            let Ok(address) = name.parse::<PciAddress>() else {
+                continue;
+            };
+            let f = read_function(root, &dev_dir.join(&name), address.clone(), false)?;
+            functions.insert(address, f);
+        }
+        // VF indexes from the PF side: one pass instead of a scan per VF.
+        let relations: Vec<(PciAddress, u32, PciAddress)> = functions
+            .values()
+            .flat_map(|pf| {
+                pf.vfs
+                    .iter()
+                    .map(|(i, vf)| (vf.clone(), *i, pf.address.clone()))
+            })
+            .collect();
+        for (vf, idx, pf) in relations {
+            if let Some(f) = functions.get_mut(&vf)
+                && f.physfn.as_ref() == Some(&pf)
+            {
+                f.vf_index = Some(idx);
+            }
+        }
+
+        let routes = default_route_netdevs(root)?;
+        let mut netdevs = BTreeMap::new();
+        for name in list_dir(&root.join("sys/class/net"))? {
+            if let Some(n) = read_netdev(root, &name, &routes)? {
+                netdevs.insert(name, n);
+            }
+        }
+
+        let chars = char_devices(root)?;
+        let mut rdma_devices = BTreeMap::new();
+        for name in list_dir(&root.join("sys/class/infiniband"))? {
+            if let Some(mut d) = read_rdma_device(root, &name, &chars)? {
+                // A soft device (rxe) belongs to the PCI function of its parent netdev.
+                if d.pci_address.is_none()
+                    && let Some(pci) = d
+                        .parent
+                        .as_ref()
+                        .and_then(|p| netdevs.get(p))
+                        .and_then(|n: &Netdev| n.pci_address.clone())
+                {
+                    if let Some(f) = functions.get_mut(&pci)
+                        && !f.rdma_devices.contains(&name)
+                    {
+                        f.rdma_devices.push(name.clone());
+                    }
+                    d.pci_address = Some(pci);
+                }
+                rdma_devices.insert(name, d);
+            }
+        }
+        Ok(Inventory {
+            functions,
+            netdevs,
+            rdma_devices,
+            netns_mode: read_netns_mode(root)?,
+        })
+    }
+}
+
+/// Everything read from one host at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inventory {
+    /// PCI functions by address.
+    pub functions: BTreeMap<PciAddress, PciFunction>,
+    /// Netdevs (in the root's netns view) by name.
+    pub netdevs: BTreeMap<String, Netdev>,
+    /// RDMA devices by name. `pci_address` is the device's own PCI function, or for a soft
+    /// device (rxe) the PCI function of its parent netdev.
+    pub rdma_devices: BTreeMap<String, RdmaDevice>,
+    /// Host RDMA netns mode.
+    pub netns_mode: RdmaNetnsMode,
+}
+
+impl Inventory {
+    /// One function by address.
+    pub fn function(&self, address: &PciAddress) -> Option<&PciFunction> {
+        self.functions.get(address)
+    }
+
+    /// The netdevs of a function that exist in the netdev table.
+    pub fn netdevs_of<'a>(&'a self, f: &'a PciFunction) -> impl Iterator<Item = &'a Netdev> + 'a {
+        f.netdevs.iter().filter_map(|n| self.netdevs.get(n))
+    }
+
+    /// The RDMA devices of a function (its own and soft devices on its netdevs).
+    pub fn rdma_of<'a>(&'a self, f: &'a PciFunction) -> impl Iterator<Item = &'a RdmaDevice> + 'a {
+        f.rdma_devices.iter().filter_map(|n| self.rdma_devices.get(n))
+    }
+
+    /// Link type of the function's first netdev.
+    pub fn link_type_of(&self, f: &PciFunction) -> Option<crate::LinkType> {
+        self.netdevs_of(f).next().map(|n| n.link_type)
+    }
+
+    /// Whether any netdev of the function carries a default route.
+    pub fn carries_default_route(&self, f: &PciFunction) -> bool {
+        self.netdevs_of(f).any(|n| n.default_route)
+    }
+
+    /// The PF netdev names of a VF's PF (empty for a PF or unknown PF).
+    pub fn pf_netdevs(&self, f: &PciFunction) -> Vec<String> {
+        f.physfn
+            .as_ref()
+            .and_then(|pf| self.functions.get(pf))
+            .map(|pf| pf.netdevs.clone())
+            .unwrap_or_default()
+    }
+}
