@@ -22,8 +22,10 @@ pub(crate) fn read_opt(path: &Path) -> Result<Option<String>> {
 
 /// Whether an error means "this attribute is not there" rather than a real failure.
 fn absent(e: &std::io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Unsupported)
-        || matches!(e.raw_os_error(), Some(95) | Some(22) | Some(61)) // EOPNOTSUPP, EINVAL, ENODATA
+    matches!(
+        e.kind(),
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::Unsupported
+    ) || matches!(e.raw_os_error(), Some(95) | Some(22) | Some(61)) // EOPNOTSUPP, EINVAL, ENODATA
 }
 
 /// Read an optional file and parse it with `parse`; a parse failure is `Malformed`.
@@ -125,6 +127,22 @@ pub(crate) fn read_link_in_root(
         });
     }
     Ok(Some(resolved))
+}
+
+/// The real directory behind `path`: a class or bus entry (`sys/class/net/eth0`,
+/// `sys/bus/pci/devices/<addr>`) is a link into `sys/devices`, and links inside the device
+/// directory are relative to the real directory, so it must be resolved first.
+/// `Ok(None)` when `path` does not exist.
+pub(crate) fn resolve_dir(root: &Path, path: &Path) -> Result<Option<PathBuf>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(HcaError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Ok(m) if m.file_type().is_symlink() => read_link_in_root(root, path, false),
+        Ok(_) => Ok(Some(path.to_path_buf())),
+    }
 }
 
 /// The last path component as a string.

@@ -2,7 +2,7 @@
 //! the CNI's hot path) or the whole [`Inventory`] (for the device plugin).
 
 use crate::error::{HcaError, Result};
-use crate::fsutil::list_dir;
+use crate::fsutil::{list_dir, resolve_dir};
 use crate::netdev::{Netdev, default_route_netdevs, read_netdev};
 use crate::pci::{PciAddress, PciFunction, devices_dir, read_function};
 use crate::rdma::{RdmaDevice, RdmaNetnsMode, char_devices, read_netns_mode, read_rdma_device};
@@ -38,13 +38,13 @@ impl Host {
 
     /// Read one PCI function, with `vf_index` resolved for a VF.
     pub fn function(&self, address: &PciAddress) -> Result<PciFunction> {
-        let dir = devices_dir(&self.root).join(address.as_str());
-        if std::fs::symlink_metadata(&dir).is_err() {
+        let entry = devices_dir(&self.root).join(address.as_str());
+        let Some(dir) = resolve_dir(&self.root, &entry)? else {
             return Err(HcaError::NoSuchDevice {
                 address: address.to_string(),
-                path: dir,
+                path: entry,
             });
-        }
+        };
         read_function(&self.root, &dir, address.clone(), true)
     }
 
@@ -75,7 +75,10 @@ impl Host {
             let Ok(address) = name.parse::<PciAddress>() else {
                 continue;
             };
-            let f = read_function(root, &dev_dir.join(&name), address.clone(), false)?;
+            let Some(dir) = resolve_dir(root, &dev_dir.join(&name))? else {
+                continue; // removed while we listed
+            };
+            let f = read_function(root, &dir, address.clone(), false)?;
             functions.insert(address, f);
         }
         // VF indexes from the PF side: one pass instead of a scan per VF.
@@ -161,7 +164,9 @@ impl Inventory {
 
     /// The RDMA devices of a function (its own and soft devices on its netdevs).
     pub fn rdma_of<'a>(&'a self, f: &'a PciFunction) -> impl Iterator<Item = &'a RdmaDevice> + 'a {
-        f.rdma_devices.iter().filter_map(|n| self.rdma_devices.get(n))
+        f.rdma_devices
+            .iter()
+            .filter_map(|n| self.rdma_devices.get(n))
     }
 
     /// Link type of the function's first netdev.

@@ -1,7 +1,7 @@
 //! Netdevs under `<root>/sys/class/net`, and which of them carry the default route.
 
 use crate::error::{HcaError, Result};
-use crate::fsutil::{base_name, read_link_in_root, read_opt, read_parsed};
+use crate::fsutil::{base_name, read_link_in_root, read_opt, read_parsed, resolve_dir};
 use crate::pci::PciAddress;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -102,17 +102,20 @@ pub(crate) fn read_netdev(
     name: &str,
     default_routes: &BTreeSet<String>,
 ) -> Result<Option<Netdev>> {
-    let dir = root.join("sys/class/net").join(name);
-    if std::fs::symlink_metadata(&dir).is_err() {
+    let Some(dir) = resolve_dir(root, &root.join("sys/class/net").join(name))? else {
         return Ok(None);
-    }
+    };
     let link_type = read_parsed(&dir.join("type"), "expected an ARPHRD number", |s| {
         s.parse::<u32>().ok()
     })?
     .map(LinkType::from_arphrd)
     .unwrap_or(LinkType::Ether);
-    let operstate = read_parsed(&dir.join("operstate"), "expected an operstate name", OperState::parse)?
-        .unwrap_or(OperState::Unknown);
+    let operstate = read_parsed(
+        &dir.join("operstate"),
+        "expected an operstate name",
+        OperState::parse,
+    )?
+    .unwrap_or(OperState::Unknown);
     let pci_address = match read_link_in_root(root, &dir.join("device"), true)? {
         None => None,
         // virtual devices' parents (e.g. a platform device) are not PCI: not an error
@@ -152,7 +155,11 @@ pub fn default_route_netdevs(root: &Path) -> Result<BTreeSet<String>> {
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 10 {
-                return Err(malformed(&v6, line, "ipv6 route line with fewer than 10 fields"));
+                return Err(malformed(
+                    &v6,
+                    line,
+                    "ipv6 route line with fewer than 10 fields",
+                ));
             }
             let rtf_reject = u32::from_str_radix(f[8], 16).map(|fl| fl & 0x0200 != 0);
             if f[0].bytes().all(|c| c == b'0')

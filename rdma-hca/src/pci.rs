@@ -2,7 +2,7 @@
 //! and the SR-IOV relations between a PF and its VFs.
 
 use crate::error::{HcaError, Result};
-use crate::fsutil::{base_name, list_dir, read_link_in_root, read_opt, read_parsed};
+use crate::fsutil::{base_name, list_dir, read_link_in_root, read_opt, read_parsed, resolve_dir};
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ impl FromStr for PciAddress {
         if b[4] != b':' || b[7] != b':' || b[10] != b'.' {
             return Err(bad());
         }
-        if !(hex(0..4) && hex(5..7) && hex(8..10)) || !(b'0'..=b'7').contains(&b[11]) {
+        if !(hex(0..4) && hex(5..7) && hex(8..10) && (b'0'..=b'7').contains(&b[11])) {
             return Err(bad());
         }
         // device number is 5 bits: 00..1f
@@ -106,7 +106,7 @@ fn strip_hex(s: &str) -> Option<String> {
     (!h.is_empty() && h.bytes().all(|c| c.is_ascii_hexdigit())).then(|| h.to_ascii_lowercase())
 }
 
-/// Read one function from its device directory (`<root>/sys/bus/pci/devices/<addr>`).
+/// Read one function from its real device directory (`<root>/sys/devices/.../<addr>`).
 ///
 /// `vf_index` of a VF is filled only when `find_vf_index` is set (it costs a scan of the
 /// PF's `virtfn*` links); the inventory fills it from the PF side instead.
@@ -147,7 +147,11 @@ pub(crate) fn read_function(
             })?)
         }
     };
-    let num = |f: &str| read_parsed(&dir.join(f), "expected a non-negative integer", |s| s.parse::<u32>().ok());
+    let num = |f: &str| {
+        read_parsed(&dir.join(f), "expected a non-negative integer", |s| {
+            s.parse::<u32>().ok()
+        })
+    };
     let sriov = match (num("sriov_totalvfs")?, num("sriov_numvfs")?) {
         (Some(total_vfs), Some(num_vfs)) => Some(SriovCaps { total_vfs, num_vfs }),
         (Some(total_vfs), None) => Some(SriovCaps {
@@ -208,12 +212,10 @@ fn parse_link_address(link: &Path, target: &Path) -> Result<PciAddress> {
 }
 
 /// Find the index N such that `<pf>/virtfnN` points at `vf`.
-pub(crate) fn vf_index_on_pf(
-    root: &Path,
-    pf: &PciAddress,
-    vf: &PciAddress,
-) -> Result<Option<u32>> {
-    let pf_dir = devices_dir(root).join(pf.as_str());
+pub(crate) fn vf_index_on_pf(root: &Path, pf: &PciAddress, vf: &PciAddress) -> Result<Option<u32>> {
+    let Some(pf_dir) = resolve_dir(root, &devices_dir(root).join(pf.as_str()))? else {
+        return Ok(None);
+    };
     for name in list_dir(&pf_dir)? {
         if let Some(idx) = name.strip_prefix("virtfn") {
             let link = pf_dir.join(&name);
@@ -250,7 +252,14 @@ mod tests {
             "3b:00.2".parse::<PciAddress>().unwrap().as_str(),
             "0000:3b:00.2"
         );
-        for bad in ["", "0000:3b:00.8", "0000:3b:20.0", "0000-3b:00.0", "zzzz:3b:00.0", "../x"] {
+        for bad in [
+            "",
+            "0000:3b:00.8",
+            "0000:3b:20.0",
+            "0000-3b:00.0",
+            "zzzz:3b:00.0",
+            "../x",
+        ] {
             assert!(bad.parse::<PciAddress>().is_err(), "{bad}");
         }
     }

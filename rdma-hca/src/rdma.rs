@@ -2,7 +2,7 @@
 //! (`uverbsN`, `umadN`, `issmN`, `ucmN`, the shared `rdma_cm`) under `/dev/infiniband`.
 
 use crate::error::{HcaError, Result};
-use crate::fsutil::{base_name, list_dir, read_link_in_root, read_opt};
+use crate::fsutil::{base_name, list_dir, read_link_in_root, read_opt, resolve_dir};
 use crate::pci::PciAddress;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -96,7 +96,10 @@ pub(crate) fn char_devices(root: &Path) -> Result<BTreeMap<String, RdmaCharDevic
         let class_dir = root.join("sys/class").join(class);
         for name in list_dir(&class_dir)? {
             let entry = class_dir.join(&name);
-            let Some(ibdev) = read_opt(&entry.join("ibdev"))? else {
+            let Some(real) = resolve_dir(root, &entry)? else {
+                continue;
+            };
+            let Some(ibdev) = read_opt(&real.join("ibdev"))? else {
                 continue; // abi_version and other class files
             };
             let node = root.join("dev/infiniband").join(&name);
@@ -133,10 +136,7 @@ pub(crate) fn read_rdma_device(
     chars: &BTreeMap<String, RdmaCharDevices>,
 ) -> Result<Option<RdmaDevice>> {
     let link = root.join("sys/class/infiniband").join(name);
-    let Some(dir) = read_link_in_root(root, &link, false)?.or_else(|| {
-        // a plain directory (not a link) is fine too
-        link.is_dir().then(|| link.clone())
-    }) else {
+    let Some(dir) = resolve_dir(root, &link)? else {
         return Ok(None);
     };
     let pci_address = match read_link_in_root(root, &dir.join("device"), false)? {

@@ -132,10 +132,7 @@ impl Profile {
                     vfs: vec![VfBinding::Mlx5; 4],
                     ..eth("0000:5e", devfn, first, n, numa, 4)
                 };
-                (
-                    vec![ib(0, 2, "ib0", 0), ib(1, 6, "ib1", 0)],
-                    None,
-                )
+                (vec![ib(0, 2, "ib0", 0), ib(1, 6, "ib1", 0)], None)
             }
             Profile::Mixed => {
                 let mut pf = eth("0000:af", 0, 2, "ens2f0", 1, 8);
@@ -153,7 +150,14 @@ impl Profile {
                 (0..16u32)
                     .map(|i| {
                         let bus = format!("0000:{:02x}", 0x10 + i);
-                        let mut pf = eth(&bus, 0, 2, &format!("enp{}s0f0", 16 + i), (i / 8) as i32, 64);
+                        let mut pf = eth(
+                            &bus,
+                            0,
+                            2,
+                            &format!("enp{}s0f0", 16 + i),
+                            (i / 8) as i32,
+                            64,
+                        );
                         pf.total_vfs = 64;
                         pf
                     })
@@ -225,16 +229,25 @@ impl SimHost {
         for d in ["mlx5_core", "vfio-pci"] {
             fs::create_dir_all(host.root.join("sys/bus/pci/drivers").join(d))?;
         }
-        write(&host.root.join("sys/class/infiniband_verbs/abi_version"), "6")?;
+        write(
+            &host.root.join("sys/class/infiniband_verbs/abi_version"),
+            "6",
+        )?;
         write(&host.root.join("sys/class/infiniband_mad/abi_version"), "5")?;
-        write(&host.root.join("sys/module/ib_core/parameters/netns_mode"), "Y")?;
+        write(
+            &host.root.join("sys/module/ib_core/parameters/netns_mode"),
+            "Y",
+        )?;
         write(&host.root.join("dev/infiniband/rdma_cm"), "")?;
         // loopback, a virtual netdev with no PCI device
         let lo = host.root.join("sys/devices/virtual/net/lo");
         write(&lo.join("type"), "772")?;
         write(&lo.join("operstate"), "unknown")?;
         write(&lo.join("address"), "00:00:00:00:00:00")?;
-        link("../../devices/virtual/net/lo", &host.root.join("sys/class/net/lo"))?;
+        link(
+            "../../devices/virtual/net/lo",
+            &host.root.join("sys/class/net/lo"),
+        )?;
         // PFs first (mlx5 numbers PF RDMA devices before VFs), then VFs.
         for pf in &pfs {
             let addr = pci_addr(&pf.bus, pf.devfn);
@@ -243,12 +256,17 @@ impl SimHost {
             let dir = host.dev_dir(&addr);
             write(&dir.join("sriov_totalvfs"), &pf.total_vfs.to_string())?;
             write(&dir.join("sriov_numvfs"), "0")?;
-            host.add_netdev(&addr, &pf.netdev, pf.link_type, pf.up, &mac_for(pf.devfn + 0x100 * host.bus_num(&pf.bus)))?;
+            host.add_netdev(
+                &addr,
+                &pf.netdev,
+                pf.link_type,
+                pf.up,
+                &mac_for(pf.devfn + 0x100 * host.bus_num(&pf.bus)),
+            )?;
             host.add_rdma(&addr, &rdma)?;
         }
-        for i in 0..pfs.len() {
-            let n = pfs[i].vfs.len() as u32;
-            host.set_num_vfs_idx(i, n)?;
+        for (i, pf) in pfs.iter().enumerate() {
+            host.set_num_vfs_idx(i, pf.vfs.len() as u32)?;
         }
         let mut route = String::from(
             "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n",
@@ -316,7 +334,10 @@ impl SimHost {
     fn pci_root(&self, addr: &str) -> String {
         // devices sit directly under their host bridge: sys/devices/pci0000:XX/<addr>
         let dom = &addr[..4];
-        format!("pci{dom}:{:02x}", self.bus_num(&addr[..7]).saturating_sub(1))
+        format!(
+            "pci{dom}:{:02x}",
+            self.bus_num(&addr[..7]).saturating_sub(1)
+        )
     }
 
     /// `<root>/sys/devices/pciDDDD:BB/<addr>`.
@@ -348,15 +369,24 @@ impl SimHost {
         write(&dir.join("class"), "0x020000")?;
         write(&dir.join("numa_node"), &numa.to_string())?;
         if let Some(d) = driver {
-            link(&format!("../../../bus/pci/drivers/{d}"), &dir.join("driver"))?;
+            link(
+                &format!("../../../bus/pci/drivers/{d}"),
+                &dir.join("driver"),
+            )?;
             link(
                 &format!("../../../../devices/{}/{addr}", self.pci_root(addr)),
                 &self.root.join("sys/bus/pci/drivers").join(d).join(addr),
             )?;
         }
         if let Some(g) = iommu_group {
-            fs::create_dir_all(self.root.join(format!("sys/kernel/iommu_groups/{g}/devices")))?;
-            link(&format!("../../../kernel/iommu_groups/{g}"), &dir.join("iommu_group"))?;
+            fs::create_dir_all(
+                self.root
+                    .join(format!("sys/kernel/iommu_groups/{g}/devices")),
+            )?;
+            link(
+                &format!("../../../kernel/iommu_groups/{g}"),
+                &dir.join("iommu_group"),
+            )?;
             write(&self.root.join(format!("dev/vfio/{g}")), "")?;
             write(&self.root.join("dev/vfio/vfio"), "")?;
         }
@@ -368,7 +398,14 @@ impl SimHost {
     }
 
     /// Give PCI function `addr` a netdev `name` (ARPHRD `link_type`).
-    pub fn add_netdev(&self, addr: &str, name: &str, link_type: u32, up: bool, mac: &str) -> io::Result<()> {
+    pub fn add_netdev(
+        &self,
+        addr: &str,
+        name: &str,
+        link_type: u32,
+        up: bool,
+        mac: &str,
+    ) -> io::Result<()> {
         let nd = self.dev_dir(addr).join("net").join(name);
         fs::create_dir_all(&nd)?;
         write(&nd.join("type"), &link_type.to_string())?;
@@ -395,7 +432,11 @@ impl SimHost {
     /// Give PCI function `addr` the RDMA device `name` with `uverbsN`, `umadN`, `issmN`
     /// (N taken from the name's number) and their `/dev/infiniband` nodes.
     pub fn add_rdma(&self, addr: &str, name: &str) -> io::Result<()> {
-        let n: u32 = name.rsplit('_').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let n: u32 = name
+            .rsplit('_')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let dir = self.dev_dir(addr);
         let ib = dir.join("infiniband").join(name);
         fs::create_dir_all(ib.join("ports/1"))?;
@@ -403,7 +444,10 @@ impl SimHost {
         write(&ib.join("node_type"), "1: CA")?;
         write(&ib.join("ports/1/state"), "4: ACTIVE")?;
         let root_rel = format!("../../devices/{}/{addr}", self.pci_root(addr));
-        link(&format!("{root_rel}/infiniband/{name}"), &self.root.join("sys/class/infiniband").join(name))?;
+        link(
+            &format!("{root_rel}/infiniband/{name}"),
+            &self.root.join("sys/class/infiniband").join(name),
+        )?;
         for (class, dev) in [
             ("infiniband_verbs", format!("uverbs{n}")),
             ("infiniband_mad", format!("umad{n}")),
@@ -411,7 +455,10 @@ impl SimHost {
         ] {
             let d = dir.join(class).join(&dev);
             write(&d.join("ibdev"), name)?;
-            link(&format!("{root_rel}/{class}/{dev}"), &self.root.join("sys/class").join(class).join(&dev))?;
+            link(
+                &format!("{root_rel}/{class}/{dev}"),
+                &self.root.join("sys/class").join(class).join(&dev),
+            )?;
             write(&self.root.join("dev/infiniband").join(&dev), "")?;
         }
         Ok(())
@@ -459,7 +506,13 @@ impl SimHost {
             link(&format!("../{addr}"), &pf_dir.join(format!("virtfn{v}")))?;
             if binding == VfBinding::Mlx5 {
                 let seed = (self.bus_num(&pf.bus) << 8) | (pf.first_vf_devfn + v);
-                self.add_netdev(&addr, &self.vf_netdev(i, v), pf.link_type, true, &mac_for(seed))?;
+                self.add_netdev(
+                    &addr,
+                    &self.vf_netdev(i, v),
+                    pf.link_type,
+                    true,
+                    &mac_for(seed),
+                )?;
                 let rdma = self.alloc_rdma();
                 self.add_rdma(&addr, &rdma)?;
             }
@@ -469,14 +522,28 @@ impl SimHost {
 
     /// Remove the class links and `/dev` nodes that point into a device directory.
     fn remove_class_links(&self, dir: &Path) -> io::Result<()> {
-        for entry in fs::read_dir(dir.join("net")).into_iter().flatten().flatten() {
+        for entry in fs::read_dir(dir.join("net"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let _ = fs::remove_file(self.root.join("sys/class/net").join(entry.file_name()));
         }
         for class in ["infiniband", "infiniband_verbs", "infiniband_mad"] {
-            for entry in fs::read_dir(dir.join(class)).into_iter().flatten().flatten() {
-                let _ = fs::remove_file(self.root.join("sys/class").join(class).join(entry.file_name()));
+            for entry in fs::read_dir(dir.join(class))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = fs::remove_file(
+                    self.root
+                        .join("sys/class")
+                        .join(class)
+                        .join(entry.file_name()),
+                );
                 if class != "infiniband" {
-                    let _ = fs::remove_file(self.root.join("dev/infiniband").join(entry.file_name()));
+                    let _ =
+                        fs::remove_file(self.root.join("dev/infiniband").join(entry.file_name()));
                 }
             }
         }
@@ -485,7 +552,10 @@ impl SimHost {
 
     /// Write `operstate` of netdev `name` (e.g. `up`, `down`).
     pub fn set_operstate(&self, name: &str, state: &str) -> io::Result<()> {
-        write(&self.root.join("sys/class/net").join(name).join("operstate"), state)
+        write(
+            &self.root.join("sys/class/net").join(name).join("operstate"),
+            state,
+        )
     }
 
     /// Unbind PCI function `addr` from its driver (drops its netdevs and RDMA devices).
@@ -505,10 +575,17 @@ impl SimHost {
     /// Bind PCI function `addr` to `driver` (only the link; add netdevs separately).
     pub fn bind(&self, addr: &str, driver: &str) -> io::Result<()> {
         let dir = self.dev_dir(addr);
-        link(&format!("../../../bus/pci/drivers/{driver}"), &dir.join("driver"))?;
+        link(
+            &format!("../../../bus/pci/drivers/{driver}"),
+            &dir.join("driver"),
+        )?;
         link(
             &format!("../../../../devices/{}/{addr}", self.pci_root(addr)),
-            &self.root.join("sys/bus/pci/drivers").join(driver).join(addr),
+            &self
+                .root
+                .join("sys/bus/pci/drivers")
+                .join(driver)
+                .join(addr),
         )
     }
 
