@@ -1,1 +1,78 @@
-//! Kubelet gRPC APIs (filled in by the device-plugin issue).
+//! The kubelet's gRPC APIs that device plugins and their tests speak, compiled from our
+//! copies of kubelet's `.proto` files (in `proto/`) without a system `protoc`:
+//!
+//! - [`deviceplugin::v1beta1`]: `Registration` (served by the kubelet on
+//!   [`KUBELET_SOCKET`]) and `DevicePlugin` (served by each plugin on its own socket).
+//! - [`pluginregistration`]: the plugin-watcher `Registration` service a plugin serves in
+//!   [`PLUGINS_REGISTRY_PATH`] instead of calling `Register`.
+//! - [`podresources::v1`]: `PodResourcesLister`, served by the kubelet on
+//!   [`POD_RESOURCES_SOCKET`].
+//!
+//! Package, service, message and field names and numbers are exactly kubelet's, so the
+//! gRPC paths are too (`/v1beta1.Registration/Register`, `/v1beta1.DevicePlugin/Allocate`,
+//! `/pluginregistration.Registration/GetInfo`, `/v1.PodResourcesLister/List`).
+//!
+//! [`unix`] holds the small helpers for gRPC over unix sockets (client channel, server
+//! with bounded shutdown).
+
+pub mod unix;
+
+/// Kubelet's device-plugin API.
+pub mod deviceplugin {
+    /// `k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1` (protobuf package `v1beta1`).
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1beta1 {
+        tonic::include_proto!("v1beta1");
+    }
+}
+
+/// `k8s.io/kubelet/pkg/apis/pluginregistration/v1` (protobuf package `pluginregistration`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pluginregistration {
+    tonic::include_proto!("pluginregistration");
+}
+
+/// Kubelet's pod-resources API.
+pub mod podresources {
+    /// `k8s.io/kubelet/pkg/apis/podresources/v1` (protobuf package `v1`).
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("v1");
+    }
+}
+
+/// Device-plugin API version a plugin puts in `RegisterRequest.version`.
+pub const VERSION: &str = "v1beta1";
+
+/// Device-plugin API versions this crate speaks (`PluginInfo.supported_versions`).
+pub const SUPPORTED_VERSIONS: [&str; 1] = [VERSION];
+
+/// File name of the kubelet's registration socket inside the device-plugin directory.
+pub const KUBELET_SOCKET_NAME: &str = "kubelet.sock";
+
+/// The kubelet's default device-plugin directory (trailing slash as kubelet has it).
+pub const DEVICE_PLUGIN_PATH: &str = "/var/lib/kubelet/device-plugins/";
+
+/// The kubelet's default registration socket: [`DEVICE_PLUGIN_PATH`] + [`KUBELET_SOCKET_NAME`].
+pub const KUBELET_SOCKET: &str = "/var/lib/kubelet/device-plugins/kubelet.sock";
+
+/// The directory the kubelet plugin watcher watches for plugin sockets.
+pub const PLUGINS_REGISTRY_PATH: &str = "/var/lib/kubelet/plugins_registry";
+
+/// The kubelet's default pod-resources directory.
+pub const POD_RESOURCES_PATH: &str = "/var/lib/kubelet/pod-resources";
+
+/// The kubelet's default pod-resources socket.
+pub const POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
+
+/// `Device.health` of a usable device.
+pub const HEALTHY: &str = "Healthy";
+
+/// `Device.health` of a device that must not be allocated.
+pub const UNHEALTHY: &str = "Unhealthy";
+
+/// `PluginInfo.type` of a device plugin (the plugin watcher's `DevicePlugin`).
+pub const DEVICE_PLUGIN_TYPE: &str = "DevicePlugin";
+
+#[cfg(test)]
+mod tests;

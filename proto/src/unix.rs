@@ -1,0 +1,298 @@
+//! gRPC over unix sockets, the way the kubelet and device plugins talk.
+//!
+//! - [`connect_unix`]: a tonic [`Channel`] to a socket path, connected eagerly within a
+//!   bounded time (a missing or dead socket is an error, not a hang).
+//! - [`UnixServer::spawn`]: binds a socket (replacing a stale file), serves tonic
+//!   [`Routes`] on it and stops within a bounded time. Graceful shutdown alone could wait
+//!   forever, because `ListAndWatch` streams never end; after the grace period the server
+//!   task is aborted, which closes every connection.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint, Server, Uri};
+
+/// How long [`connect_unix`] waits for the connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long [`UnixServer::shutdown`] lets in-flight calls finish before cutting them.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Errors of the unix-socket helpers; each names the socket path.
+#[derive(Debug, thiserror::Error)]
+pub enum UnixError {
+    /// A stale file at the socket path could not be removed before binding.
+    #[error("remove stale socket {path}: {source}")]
+    RemoveStale {
+        /// The socket path.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Binding the socket failed.
+    #[error("bind unix socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Connecting to the socket failed.
+    #[error("connect to unix socket {path}: {source}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The underlying error.
+        source: tonic::transport::Error,
+    },
+    /// Connecting to the socket did not finish in time.
+    #[error("connect to unix socket {path}: no connection within {timeout:?}")]
+    ConnectTimeout {
+        /// The socket path.
+        path: PathBuf,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// The gRPC server on the socket failed.
+    #[error("serve gRPC on {path}: {source}")]
+    Serve {
+        /// The socket path.
+        path: PathBuf,
+        /// The underlying error.
+        source: tonic::transport::Error,
+    },
+    /// The server task panicked.
+    #[error("gRPC server task for {path} panicked")]
+    Panicked {
+        /// The socket path.
+        path: PathBuf,
+    },
+}
+
+/// Connects a tonic [`Channel`] to the unix socket at `path` within
+/// [`DEFAULT_CONNECT_TIMEOUT`].
+pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Channel, UnixError> {
+    connect_unix_timeout(path, DEFAULT_CONNECT_TIMEOUT).await
+}
+
+/// Connects a tonic [`Channel`] to the unix socket at `path`, failing after `timeout`.
+///
+/// The channel reconnects by itself (to the same path) if the connection drops later.
+pub async fn connect_unix_timeout(
+    path: impl AsRef<Path>,
+    timeout: Duration,
+) -> Result<Channel, UnixError> {
+    let path = path.as_ref().to_path_buf();
+    // The URI is only a placeholder: the connector ignores it and dials the socket. Its
+    // authority becomes the `:authority` header, which kubelet's gRPC accepts.
+    let endpoint = Endpoint::from_static("http://localhost").connect_timeout(timeout);
+    let dial = path.clone();
+    let connector = tower::service_fn(move |_: Uri| {
+        let dial = dial.clone();
+        async move { UnixStream::connect(dial).await.map(TokioIo::new) }
+    });
+    match tokio::time::timeout(timeout, endpoint.connect_with_connector(connector)).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(source)) => Err(UnixError::Connect { path, source }),
+        Err(_) => Err(UnixError::ConnectTimeout { path, timeout }),
+    }
+}
+
+/// Binds a unix listener at `path`, removing a stale socket file left by an earlier run.
+pub fn bind_unix(path: impl AsRef<Path>) -> Result<UnixListener, UnixError> {
+    let path = path.as_ref();
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(UnixError::RemoveStale {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    }
+    UnixListener::bind(path).map_err(|source| UnixError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A tonic server listening on a unix socket, running on its own task.
+///
+/// The socket is listening when [`UnixServer::spawn`] returns, so a plugin may call
+/// `Register` right after. Dropping the handle aborts the server.
+#[derive(Debug)]
+pub struct UnixServer {
+    path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl UnixServer {
+    /// Binds `path` (see [`bind_unix`]) and serves `routes` on it.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn spawn(path: impl AsRef<Path>, routes: Routes) -> Result<Self, UnixError> {
+        Self::spawn_with_shutdown(path, routes, std::future::pending())
+    }
+
+    /// Like [`UnixServer::spawn`], and also stops gracefully once `signal` completes.
+    pub fn spawn_with_shutdown(
+        path: impl AsRef<Path>,
+        routes: Routes,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Self, UnixError> {
+        let path = path.as_ref().to_path_buf();
+        let incoming = UnixListenerStream::new(bind_unix(&path)?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            tokio::select! {
+                _ = stopped => {}
+                () = signal => {}
+            }
+        };
+        let task = tokio::spawn(
+            Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, shutdown),
+        );
+        Ok(Self {
+            path,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the server task has ended (failed, or stopped by its signal).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops the server with [`DEFAULT_SHUTDOWN_GRACE`]; see [`UnixServer::shutdown_within`].
+    pub async fn shutdown(self) -> Result<(), UnixError> {
+        self.shutdown_within(DEFAULT_SHUTDOWN_GRACE).await
+    }
+
+    /// Stops accepting, lets in-flight calls run for at most `grace`, then cuts every
+    /// connection, and removes the socket file (if still there). Returns the server's
+    /// own error if it had failed.
+    pub async fn shutdown_within(mut self, grace: Duration) -> Result<(), UnixError> {
+        if let Some(stop) = self.stop.take() {
+            // The server may already be gone; then there is nobody to tell.
+            let _ = stop.send(());
+        }
+        let result = match self.task.take() {
+            None => Ok(()),
+            Some(mut task) => match tokio::time::timeout(grace, &mut task).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(source))) => Err(UnixError::Serve {
+                    path: self.path.clone(),
+                    source,
+                }),
+                Ok(Err(join)) if join.is_panic() => Err(UnixError::Panicked {
+                    path: self.path.clone(),
+                }),
+                Ok(Err(_)) => Ok(()),
+                Err(_) => {
+                    // Streams such as ListAndWatch never finish by themselves.
+                    task.abort();
+                    let _ = task.await;
+                    Ok(())
+                }
+            },
+        };
+        remove_socket(&self.path);
+        result
+    }
+}
+
+impl Drop for UnixServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Removes a socket file, treating "already gone" as done; other errors are ignored
+/// because the next bind replaces the file anyway.
+fn remove_socket(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deviceplugin::v1beta1 as dp;
+    use dp::registration_client::RegistrationClient;
+    use dp::registration_server::{Registration, RegistrationServer};
+    use tokio::sync::mpsc;
+
+    struct Recorder(mpsc::UnboundedSender<dp::RegisterRequest>);
+
+    #[tonic::async_trait]
+    impl Registration for Recorder {
+        async fn register(
+            &self,
+            req: tonic::Request<dp::RegisterRequest>,
+        ) -> Result<tonic::Response<dp::Empty>, tonic::Status> {
+            self.0
+                .send(req.into_inner())
+                .map_err(|_| tonic::Status::internal("test receiver gone"))?;
+            Ok(tonic::Response::new(dp::Empty {}))
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trip_over_unix_socket_and_shutdown_removes_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("kubelet.sock");
+        // A stale regular file where the socket goes must be replaced.
+        std::fs::write(&sock, b"stale").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let server =
+            UnixServer::spawn(&sock, Routes::new(RegistrationServer::new(Recorder(tx)))).unwrap();
+
+        let mut client = RegistrationClient::new(connect_unix(&sock).await.unwrap());
+        client
+            .register(dp::RegisterRequest {
+                version: crate::VERSION.into(),
+                endpoint: "x.sock".into(),
+                resource_name: "rdma/hca".into(),
+                options: None,
+            })
+            .await
+            .unwrap();
+        let got = rx.recv().await.unwrap();
+        assert_eq!(got.resource_name, "rdma/hca");
+        assert_eq!(got.endpoint, "x.sock");
+
+        assert!(!server.is_finished());
+        server.shutdown().await.unwrap();
+        assert!(!sock.exists());
+    }
+
+    #[tokio::test]
+    async fn connect_to_missing_socket_fails_naming_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("nope.sock");
+        let err = connect_unix_timeout(&sock, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UnixError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains("nope.sock"), "{err}");
+    }
+}
