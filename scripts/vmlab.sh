@@ -67,6 +67,7 @@ command -v depmod >/dev/null || need+=(kmod)
 command -v cpio >/dev/null || need+=(cpio)
 command -v ip >/dev/null || need+=(iproute2)
 command -v xz >/dev/null || need+=(xz-utils)
+command -v jq >/dev/null || need+=(jq) # copied into the guest to read discover --json
 if [ ${#need[@]} -gt 0 ]; then
     apt_update
     apt_install "${need[@]}"
@@ -191,6 +192,7 @@ for b in ip tc bridge devlink rdma; do
     [ -n "$p" ] && copy_with_libs "$p" "/usr/sbin/$b"
 done
 [ -d /etc/iproute2 ] && cp -r /etc/iproute2 "$IRD/etc/"
+copy_with_libs "$(command -v jq)" /usr/bin/jq
 cp "$CNIDIR/usr/lib/cni/host-local" "$IRD/opt/cni/bin/host-local"
 for b in "${BINS[@]}"; do
     if [ -x "$TARGET/release/$b" ]; then

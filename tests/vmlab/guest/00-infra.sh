@@ -16,7 +16,7 @@ set_numvfs() { # N: via 0 (the kernel refuses 4 -> 2 with EBUSY), waits for the 
     echo 0 >"$SYS/$PF_BDF/sriov_numvfs" || return 1
     [ "$1" = 0 ] && return 0
     echo "$1" >"$SYS/$PF_BDF/sriov_numvfs" || return 1
-    wait_for 30 vf_count_ready "$1"
+    wait_for 30 vf_count_ready "$1" && wait_for 10 pf_carrier
 }
 # The VF line of `ip -d link show PF` for VF N (one line per VF).
 vf_line() { ip -d link show "$PF" | grep "^ *vf $1 "; }
@@ -35,6 +35,9 @@ PF=$(ls "$SYS/$PF_BDF/net")
 pass lab.pf "igb PF $PF_BDF netdev $PF, sriov_totalvfs $(cat "$SYS/$PF_BDF/sriov_totalvfs")"
 ip link set lo up
 ip link set "$PF" up
+# igb refuses max_tx_rate (EINVAL) while the PF has no link: wait for carrier.
+pf_carrier() { [ "$(cat "/sys/class/net/$PF/carrier" 2>/dev/null)" = 1 ]; }
+wait_for 10 pf_carrier || fail lab.pf-carrier "$PF has no carrier after 10 s"
 
 t0=$(now_us)
 if echo 4 >"$SYS/$PF_BDF/sriov_numvfs" && wait_for 30 vf_count_ready 4; then
@@ -73,3 +76,30 @@ fi
 check lab.numvfs-cycle "sriov_numvfs 4 -> 0 -> 4 resets the VFs" set_numvfs 4
 echo "--- VF lines after reset:"
 ip -d link show "$PF" | grep '^ *vf '
+
+# vfio-pci needs the emulated IOMMU (no noiommu in this kernel). bind_vfio BDF / bind_igbvf BDF.
+bind_vfio() {
+    loadmods vfio
+    echo vfio-pci >"$SYS/$1/driver_override"
+    [ -e "$SYS/$1/driver" ] && echo "$1" >"$SYS/$1/driver/unbind"
+    echo "$1" >/sys/bus/pci/drivers_probe
+    [ "$(basename "$(readlink "$SYS/$1/driver")")" = vfio-pci ]
+}
+bind_igbvf() {
+    echo >"$SYS/$1/driver_override"
+    [ -e "$SYS/$1/driver" ] && echo "$1" >"$SYS/$1/driver/unbind"
+    echo "$1" >/sys/bus/pci/drivers_probe
+    wait_for 10 ls "$SYS/$1/net/"
+}
+# uverbs_of IBDEV: the uverbsN char device name of an RDMA device
+uverbs_of() {
+    for _u in /sys/class/infiniband_verbs/uverbs*; do
+        [ "$(cat "$_u/ibdev")" = "$1" ] && basename "$_u"
+    done
+}
+# need_bin CHECKNAME BINARY: fails CHECKNAME when the project binary did not build
+need_bin() {
+    [ -x "/usr/bin/$2" ] && return 0
+    fail "$1" "/usr/bin/$2 is not in the initramfs (cargo build failed or not written yet)"
+    return 1
+}
