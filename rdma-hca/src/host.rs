@@ -2,7 +2,7 @@
 //! the CNI's hot path) or the whole [`Inventory`] (for the device plugin).
 
 use crate::error::{HcaError, Result};
-use crate::fsutil::{list_dir, resolve_dir};
+use crate::fsutil::{check_exists, list_dir, resolve_dir};
 use crate::netdev::{Netdev, default_route_netdevs, read_netdev};
 use crate::pci::{PciAddress, PciFunction, devices_dir, read_function};
 use crate::rdma::{RdmaDevice, RdmaNetnsMode, char_devices, read_netns_mode, read_rdma_device};
@@ -45,7 +45,15 @@ impl Host {
                 path: entry,
             });
         };
-        read_function(&self.root, &dir, address.clone(), true)
+        let f = read_function(&self.root, &dir, address.clone(), true)?;
+        if f.physfn.is_some() {
+            check_exists(&dir.join("physfn"), &dir.join("physfn"))?;
+        }
+        for (i, _) in &f.vfs {
+            let link = dir.join(format!("virtfn{i}"));
+            check_exists(&link, &link)?;
+        }
+        Ok(f)
     }
 
     /// Read one netdev in the root's network namespace view; `None` if absent.
@@ -81,6 +89,24 @@ impl Host {
             let f = read_function(root, &dir, address.clone(), false)?;
             functions.insert(address, f);
         }
+        // Every physfn/virtfn must name a function we found (a dangling link is an error).
+        for f in functions.values() {
+            let links = f
+                .physfn
+                .iter()
+                .map(|pf| ("physfn".to_string(), pf))
+                .chain(f.vfs.iter().map(|(i, vf)| (format!("virtfn{i}"), vf)));
+            for (name, target) in links {
+                if !functions.contains_key(target) {
+                    let link = dev_dir.join(f.address.as_str()).join(name);
+                    return Err(HcaError::DanglingLink {
+                        target: std::fs::read_link(&link)
+                            .unwrap_or_else(|_| PathBuf::from(target.as_str())),
+                        path: link,
+                    });
+                }
+            }
+        }
         // VF indexes from the PF side: one pass instead of a scan per VF.
         let relations: Vec<(PciAddress, u32, PciAddress)> = functions
             .values()
@@ -102,6 +128,9 @@ impl Host {
         let mut netdevs = BTreeMap::new();
         for name in list_dir(&root.join("sys/class/net"))? {
             if let Some(n) = read_netdev(root, &name, &routes)? {
+                if let Some(f) = n.pci_address.as_ref().and_then(|a| functions.get_mut(a)) {
+                    f.netdevs.push(name.clone()); // names come sorted
+                }
                 netdevs.insert(name, n);
             }
         }
@@ -110,6 +139,9 @@ impl Host {
         let mut rdma_devices = BTreeMap::new();
         for name in list_dir(&root.join("sys/class/infiniband"))? {
             if let Some(mut d) = read_rdma_device(root, &name, &chars)? {
+                if let Some(f) = d.pci_address.as_ref().and_then(|a| functions.get_mut(a)) {
+                    f.rdma_devices.push(name.clone());
+                }
                 // A soft device (rxe) belongs to the PCI function of its parent netdev.
                 if d.pci_address.is_none()
                     && let Some(pci) = d

@@ -1,7 +1,7 @@
 //! Netdevs under `<root>/sys/class/net`, and which of them carry the default route.
 
 use crate::error::{HcaError, Result};
-use crate::fsutil::{base_name, read_link_in_root, read_opt, read_parsed, resolve_dir};
+use crate::fsutil::{base_name, owning_pci, read_link_in_root, read_opt, read_parsed, resolve_dir};
 use crate::pci::PciAddress;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -116,10 +116,13 @@ pub(crate) fn read_netdev(
         OperState::parse,
     )?
     .unwrap_or(OperState::Unknown);
-    let pci_address = match read_link_in_root(root, &dir.join("device"), true)? {
-        None => None,
-        // virtual devices' parents (e.g. a platform device) are not PCI: not an error
-        Some(p) => base_name(&p).parse().ok(),
+    let pci_address = match owning_pci(&dir, "net") {
+        Some(a) => Some(a),
+        None => match read_link_in_root(root, &dir.join("device"), true)? {
+            None => None,
+            // virtual devices' parents (e.g. a platform device) are not PCI: not an error
+            Some(p) => base_name(&p).parse().ok(),
+        },
     };
     Ok(Some(Netdev {
         name: name.to_string(),

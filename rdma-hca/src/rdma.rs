@@ -2,7 +2,7 @@
 //! (`uverbsN`, `umadN`, `issmN`, `ucmN`, the shared `rdma_cm`) under `/dev/infiniband`.
 
 use crate::error::{HcaError, Result};
-use crate::fsutil::{base_name, list_dir, read_link_in_root, read_opt, resolve_dir};
+use crate::fsutil::{base_name, list_dir, owning_pci, read_link_in_root, read_opt, resolve_dir};
 use crate::pci::PciAddress;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -88,9 +88,12 @@ pub fn read_netns_mode(root: &Path) -> Result<RdmaNetnsMode> {
 /// `infiniband_verbs`, `infiniband_mad` and `infiniband_cm` classes.
 pub(crate) fn char_devices(root: &Path) -> Result<BTreeMap<String, RdmaCharDevices>> {
     let mut map: BTreeMap<String, RdmaCharDevices> = BTreeMap::new();
-    let rdma_cm = root.join("dev/infiniband/rdma_cm");
-    let rdma_cm = std::fs::symlink_metadata(&rdma_cm)
-        .is_ok()
+    // one listing of /dev/infiniband instead of a stat per node
+    let nodes: std::collections::BTreeSet<String> = list_dir(&root.join("dev/infiniband"))?
+        .into_iter()
+        .collect();
+    let rdma_cm = nodes
+        .contains("rdma_cm")
         .then(|| format!("{DEV_INFINIBAND}/rdma_cm"));
     for class in ["infiniband_verbs", "infiniband_mad", "infiniband_cm"] {
         let class_dir = root.join("sys/class").join(class);
@@ -102,12 +105,11 @@ pub(crate) fn char_devices(root: &Path) -> Result<BTreeMap<String, RdmaCharDevic
             let Some(ibdev) = read_opt(&real.join("ibdev"))? else {
                 continue; // abi_version and other class files
             };
-            let node = root.join("dev/infiniband").join(&name);
-            if std::fs::symlink_metadata(&node).is_err() {
+            if !nodes.contains(&name) {
                 return Err(HcaError::MissingDevNode {
                     sysfs: entry,
+                    path: root.join("dev/infiniband").join(&name),
                     dev: name,
-                    path: node,
                 });
             }
             let path = format!("{DEV_INFINIBAND}/{name}");
@@ -139,14 +141,21 @@ pub(crate) fn read_rdma_device(
     let Some(dir) = resolve_dir(root, &link)? else {
         return Ok(None);
     };
-    let pci_address = match read_link_in_root(root, &dir.join("device"), false)? {
-        None => None,
-        Some(p) => base_name(&p).parse().ok(),
+    let pci_address = match owning_pci(&dir, "infiniband") {
+        Some(a) => Some(a),
+        None => match read_link_in_root(root, &dir.join("device"), true)? {
+            None => None,
+            Some(p) => base_name(&p).parse().ok(),
+        },
     };
     Ok(Some(RdmaDevice {
         name: name.to_string(),
-        pci_address,
-        parent: read_opt(&dir.join("parent"))?.filter(|s| !s.is_empty()),
+        pci_address: pci_address.clone(),
+        // only soft devices (no PCI function of their own) have a `parent`
+        parent: match pci_address {
+            Some(_) => None,
+            None => read_opt(&dir.join("parent"))?.filter(|s| !s.is_empty()),
+        },
         char_devices: chars.get(name).cloned().unwrap_or_default(),
     }))
 }
