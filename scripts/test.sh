@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install test needs, then: fmt, clippy, every test, and the QEMU lab with real VFs.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+./scripts/deps.sh test
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+cargo build --workspace --all-targets
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+    cargo test --workspace --doc -q
+else
+    cargo test --workspace --no-fail-fast
+fi
+if [ -x ./scripts/vmlab.sh ]; then
+    echo "== QEMU lab (real SR-IOV VFs, real RDMA device)"
+    ./scripts/vmlab.sh
+fi
