@@ -1,0 +1,62 @@
+//! The Kubernetes manifests of `deploy/`, and the typed, strict reader the tests use to
+//! hold them to the code they deploy.
+//!
+//! # What is in `deploy/`
+//!
+//! | file | objects |
+//! | --- | --- |
+//! | `daemonset.yaml` | DaemonSet `kube-system/sriov-rdma-device-plugin`: init container `install-cni` copies `/usr/bin/sriov` to the host's `/opt/cni/bin/sriov` (copy to a temporary name, then rename); container `device-plugin` with hostNetwork and the host paths it reads and writes |
+//! | `configmap.yaml` | ConfigMap `sriov-rdma-device-plugin-config`, mounted at `/etc/pcidp`: `config.json` (read by the daemon) plus a commented example of every accepted format |
+//! | `networks.yaml` | NetworkAttachmentDefinitions: `sriov-net` (VF pool `intel.com/mlnx_sriov_rdma`, host-local IPAM), `sriov-vlan100` (same pool, VLAN 100), `macvlan-conf` (the seed notes' macvlan network) |
+//! | `pods.yaml` | example pods: `rdma-hca-pod` (`rdma/hca: 1`, IPC_LOCK, default network only), `sriov-pod` (one VF as `net1`), `rdma-sriov-pod` (both, plus macvlan as `net2`) |
+//! | `Containerfile` | multi-stage build: static musl binaries, Debian's static busybox, a `scratch` runtime image |
+//! | `config/` | sample daemon config files, one per format (owned by the device plugin) |
+//!
+//! # How strict the reader is
+//! Each YAML document is deserialised into its k8s-openapi type (Kubernetes 1.33 API) or
+//! our [`NetworkAttachmentDefinition`]. k8s-openapi skips unknown fields, as the API
+//! server does, so a typo such as `hostNetwrok` would deploy and silently do nothing;
+//! [`deserialize_strict`] tracks every skipped field with `serde_ignored` and rejects the
+//! document, naming the field's path. The JSON configs inside the ConfigMap and the NADs
+//! are parsed into typed configs ([`DevicePluginConfig`], [`NetConf`]) that deny
+//! unknown keys as well.
+
+mod cni;
+mod dpconfig;
+mod error;
+mod manifest;
+mod strict;
+
+pub use cni::{
+    DhcpIpam, HostLocalIpam, Ipam, LinkState, MacvlanNetConf, NetConf, NetworkSelection, OnOff,
+    Route, SRIOV_CNI_VERSIONS, SriovNetConf, VlanProto, parse_cidr, parse_networks_annotation,
+};
+pub use dpconfig::{
+    ConfigFormat, DevicePluginConfig, DeviceType, OneOrMany, RDMA_SHARED_DEFAULT_PREFIX,
+    RdmaSharedConfig, RdmaSharedResource, RdmaSharedSelectors, RdmaSriovConfig, RdmaSriovMode,
+    ResourceName, SRIOVDP_DEFAULT_PREFIX, SriovDpConfig, SriovDpPool, SriovDpSelectors,
+};
+pub use error::ManifestError;
+pub use manifest::{
+    Document, NETWORKS_ANNOTATION, NadSpec, NetworkAttachmentDefinition, Object,
+    RESOURCE_NAME_ANNOTATION, load_dir, load_file, manifest_files, parse_documents,
+};
+pub use strict::{deserialize_strict, from_json_strict};
+
+/// The daemon's default `--device-plugin-path` (kubelet's device-plugin directory).
+pub const DEFAULT_DEVICE_PLUGIN_PATH: &str = "/var/lib/kubelet/device-plugins/";
+/// Kubelet's plugin-watcher directory.
+pub const PLUGINS_REGISTRY_DIR: &str = "/var/lib/kubelet/plugins_registry";
+/// The daemon's default `--config-file`.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/pcidp/config.json";
+/// Where the daemon writes device-info files (Network Plumbing WG device-info spec).
+pub const DEVINFO_DP_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/dp";
+/// Name of the CNI binary, which is also the `type` of its network configs.
+pub const CNI_BINARY: &str = "sriov";
+/// Where CNI runtimes look for plugin binaries.
+pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
+
+/// The `deploy/` directory of this checkout.
+pub fn deploy_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

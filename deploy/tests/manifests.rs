@@ -1,0 +1,776 @@
+//! Every manifest in deploy/ parses strictly into its typed object, and the objects agree
+//! with each other and with the code they deploy: resource names, host paths, the CNI
+//! binary's name, the image's files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use deploy_manifests::*;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod};
+
+struct Deployed {
+    daemonset: DaemonSet,
+    configmap: ConfigMap,
+    nads: Vec<NetworkAttachmentDefinition>,
+    pods: Vec<Pod>,
+}
+
+fn deployed() -> Deployed {
+    let docs = load_dir(&deploy_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let (mut ds, mut cm, mut nads, mut pods) = (vec![], vec![], vec![], vec![]);
+    for d in docs {
+        match d.object {
+            Object::DaemonSet(o) => ds.push(*o),
+            Object::ConfigMap(o) => cm.push(*o),
+            Object::NetworkAttachmentDefinition(o) => nads.push(*o),
+            Object::Pod(o) => pods.push(*o),
+        }
+    }
+    assert_eq!(ds.len(), 1, "one DaemonSet");
+    assert_eq!(cm.len(), 1, "one ConfigMap");
+    Deployed {
+        daemonset: ds.remove(0),
+        configmap: cm.remove(0),
+        nads,
+        pods,
+    }
+}
+
+fn configs(cm: &ConfigMap) -> BTreeMap<String, DevicePluginConfig> {
+    cm.data
+        .as_ref()
+        .expect("ConfigMap has data")
+        .iter()
+        .map(|(k, v)| {
+            let origin = format!("ConfigMap key {k}");
+            (
+                k.clone(),
+                DevicePluginConfig::parse(&origin, v).unwrap_or_else(|e| panic!("{e}")),
+            )
+        })
+        .collect()
+}
+
+/// The config the daemon reads: the ConfigMap key that lands at --config-file.
+fn active_config(d: &Deployed) -> DevicePluginConfig {
+    let key = Path::new(DEFAULT_CONFIG_FILE)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    configs(&d.configmap)
+        .remove(key)
+        .expect("ConfigMap has the key the daemon reads")
+}
+
+/// What the daemon serves with a config: the file's own resources, and for the
+/// sriov-network-device-plugin format the shared `rdma/hca` beside the VF pools (that
+/// format has no way to name it).
+fn served(cfg: &DevicePluginConfig) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = cfg.resources().iter().map(ToString::to_string).collect();
+    if cfg.format() == ConfigFormat::SriovDp {
+        out.insert("rdma/hca".into());
+    }
+    out
+}
+
+fn pod_spec(ds: &DaemonSet) -> &k8s_openapi::api::core::v1::PodSpec {
+    ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+fn container<'a>(list: &'a [Container], name: &str) -> &'a Container {
+    list.iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("container {name}"))
+}
+
+/// hostPath of the volume mounted at `mount_path` in `c`.
+fn host_path_at(ds: &DaemonSet, c: &Container, mount_path: &str) -> Option<String> {
+    let m = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path.trim_end_matches('/') == mount_path.trim_end_matches('/'))?;
+    let v = pod_spec(ds)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == m.name)?;
+    v.host_path.as_ref().map(|h| h.path.clone())
+}
+
+fn arg_value(c: &Container, flag: &str) -> Option<String> {
+    let args = c.args.as_deref().unwrap_or_default();
+    args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix(&format!("{flag}="))
+            .map(str::to_owned)
+            .or_else(|| (a == flag).then(|| args.get(i + 1).cloned()).flatten())
+    })
+}
+
+#[test]
+fn every_manifest_parses_into_typed_objects() {
+    let files = manifest_files(&deploy_dir()).unwrap();
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "configmap.yaml",
+            "daemonset.yaml",
+            "networks.yaml",
+            "pods.yaml"
+        ]
+    );
+    let d = deployed();
+    assert_eq!(d.nads.len(), 3);
+    assert_eq!(d.pods.len(), 3);
+    for nad in &d.nads {
+        assert_eq!(nad.api_version, "k8s.cni.cncf.io/v1");
+        assert_eq!(nad.kind, "NetworkAttachmentDefinition");
+        NetConf::parse(nad.name(), &nad.spec.config).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn unknown_fields_are_rejected_where_k8s_openapi_would_drop_them() {
+    let ds = std::fs::read_to_string(deploy_dir().join("daemonset.yaml")).unwrap();
+    let typo = ds.replace("hostNetwork: true", "hostNetwrok: true");
+    assert_ne!(typo, ds);
+    // k8s-openapi on its own accepts the typo and drops the field...
+    let lax: DaemonSet = serde_yaml::from_str(&typo).unwrap();
+    assert_eq!(pod_spec(&lax).host_network, None);
+    // ...the strict reader names it.
+    match parse_documents("typo.yaml", &typo) {
+        Err(ManifestError::UnknownFields { origin, fields }) => {
+            assert_eq!(origin, "typo.yaml#1");
+            assert_eq!(fields, ["spec.template.spec.hostNetwrok"]);
+        }
+        other => panic!("expected UnknownFields, got {other:?}"),
+    }
+    // Deep inside a list, and several at once.
+    let deep = ds
+        .replace(
+            "readOnly: true\n            - name: dev",
+            "readOnly: true\n              readonly: true\n            - name: dev",
+        )
+        .replace(
+            "  updateStrategy:",
+            "  updateStrategey:\n    type: OnDelete\n  updateStrategy:",
+        );
+    match parse_documents("deep.yaml", &deep) {
+        Err(ManifestError::UnknownFields { fields, .. }) => assert_eq!(
+            fields,
+            [
+                "spec.updateStrategey",
+                "spec.template.spec.containers.0.volumeMounts.3.readonly"
+            ]
+        ),
+        other => panic!("expected UnknownFields, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_fields_in_our_own_types_and_embedded_json_are_rejected() {
+    let nad = "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: x\n  annotaions: {}\nspec:\n  config: '{}'\n";
+    assert!(matches!(
+        parse_documents("nad.yaml", nad),
+        Err(ManifestError::UnknownFields { fields, .. }) if fields == ["metadata.annotaions"]
+    ));
+    let spec = "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: x\nspec:\n  config: '{}'\n  resourceName: a/b\n";
+    let err = parse_documents("nad.yaml", spec).unwrap_err().to_string();
+    assert!(err.contains("resourceName"), "{err}");
+
+    let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"sriov","vlanQos":1,"vlan":5}"#;
+    let err = NetConf::parse("nad n", conf).unwrap_err().to_string();
+    assert!(err.contains("vlanQos"), "{err}");
+    let ipam = r#"{"cniVersion":"1.0.0","name":"n","type":"sriov","ipam":{"type":"host-local","subnet":"10.0.0.0/24","rangestart":"10.0.0.5"}}"#;
+    let err = NetConf::parse("nad n", ipam).unwrap_err().to_string();
+    assert!(err.contains("rangestart"), "{err}");
+
+    let dp =
+        r#"{"resourceList":[{"resourceName":"a","selectors":{"vendors":["15b3"],"isRDMA":true}}]}"#;
+    let err = DevicePluginConfig::parse("cfg", dp)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("isRDMA"), "{err}");
+}
+
+#[test]
+fn wrong_kinds_and_types_are_rejected_with_the_field() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n";
+    assert!(matches!(
+        parse_documents("svc.yaml", svc),
+        Err(ManifestError::UnsupportedKind { kind, .. }) if kind == "Service"
+    ));
+    let bad = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  hostNetwork: yes please\n  containers: []\n";
+    match parse_documents("pod.yaml", bad) {
+        Err(ManifestError::Invalid { field, .. }) => assert_eq!(field, "spec.hostNetwork"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let nameless = "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n";
+    assert!(matches!(
+        parse_documents("cm.yaml", nameless),
+        Err(ManifestError::Invalid { field, .. }) if field == "metadata.name"
+    ));
+}
+
+#[test]
+fn configmap_has_a_commented_example_of_each_format() {
+    let d = deployed();
+    let cfgs = configs(&d.configmap);
+    let formats: BTreeSet<_> = cfgs.values().map(DevicePluginConfig::format).collect();
+    assert_eq!(
+        formats,
+        BTreeSet::from([
+            ConfigFormat::SriovDp,
+            ConfigFormat::RdmaShared,
+            ConfigFormat::RdmaSriov
+        ])
+    );
+    let modes: BTreeSet<_> = cfgs
+        .values()
+        .filter_map(|c| match c {
+            DevicePluginConfig::RdmaSriov(m) => Some(format!("{:?}", m.mode)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        BTreeSet::from(["Hca".to_owned(), "Sriov".to_owned()])
+    );
+    // Each key is preceded by a YAML comment explaining it.
+    let text = std::fs::read_to_string(deploy_dir().join("configmap.yaml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for key in cfgs.keys() {
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("key {key} in configmap.yaml"));
+        assert!(
+            lines[at - 1].trim_start().starts_with('#'),
+            "no comment above {key}"
+        );
+    }
+    // The shared format's default prefix gives the seed notes' rdma/hca.
+    let shared = cfgs
+        .values()
+        .find(|c| c.format() == ConfigFormat::RdmaShared)
+        .unwrap();
+    assert_eq!(shared.resources()[0].to_string(), "rdma/hca");
+}
+
+#[test]
+fn daemonset_host_paths_match_the_daemon_defaults() {
+    let d = deployed();
+    let ds = &d.daemonset;
+    let spec = pod_spec(ds);
+    assert_eq!(spec.host_network, Some(true));
+    let c = container(&spec.containers, "device-plugin");
+
+    // The daemon runs with root "/" so each host path must be mounted at the same path.
+    let dp_dir = DEFAULT_DEVICE_PLUGIN_PATH.trim_end_matches('/');
+    let devinfo = Path::new(DEVINFO_DP_DIR)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    for path in [dp_dir, PLUGINS_REGISTRY_DIR, devinfo, "/sys", "/dev"] {
+        assert_eq!(
+            host_path_at(ds, c, path).as_deref(),
+            Some(path),
+            "host path {path} mounted at itself"
+        );
+    }
+    assert!(DEVINFO_DP_DIR.starts_with(&format!("{devinfo}/")));
+
+    // Flags: the defaults, spelt out.
+    assert_eq!(
+        arg_value(c, "--config-file").as_deref(),
+        Some(DEFAULT_CONFIG_FILE)
+    );
+    assert_eq!(
+        arg_value(c, "--device-plugin-path")
+            .map(|p| p.trim_end_matches('/').to_owned())
+            .as_deref(),
+        Some(dp_dir)
+    );
+
+    // /etc/pcidp is the ConfigMap, and that ConfigMap is the one in deploy/.
+    let cfg_dir = Path::new(DEFAULT_CONFIG_FILE)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let m = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == cfg_dir)
+        .expect("config mount");
+    assert!(
+        m.sub_path.is_none(),
+        "a subPath mount would not see ConfigMap updates"
+    );
+    let v = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == m.name)
+        .unwrap();
+    assert_eq!(
+        v.config_map.as_ref().unwrap().name,
+        d.configmap.metadata.name.clone().unwrap()
+    );
+    assert_eq!(ds.metadata.namespace, d.configmap.metadata.namespace);
+
+    // Read-only where the daemon only reads.
+    for path in ["/sys", "/dev", cfg_dir] {
+        let m = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == path)
+            .unwrap();
+        assert_eq!(m.read_only, Some(true), "{path} read-only");
+    }
+}
+
+#[test]
+fn daemonset_runs_on_mellanox_nodes_with_requests_and_a_probe() {
+    let d = deployed();
+    let spec = pod_spec(&d.daemonset);
+    let sel = spec.node_selector.as_ref().unwrap();
+    assert_eq!(
+        sel.get("feature.node.kubernetes.io/pci-15b3.present")
+            .map(String::as_str),
+        Some("true")
+    );
+    let all: Vec<&Container> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
+    assert_eq!(all.len(), 2);
+    for c in &all {
+        let req = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .unwrap();
+        assert!(
+            req.contains_key("cpu") && req.contains_key("memory"),
+            "{} requests",
+            c.name
+        );
+        let lim = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .unwrap();
+        assert!(lim.contains_key("memory"), "{} memory limit", c.name);
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+    }
+    let c = container(&spec.containers, "device-plugin");
+    let probe = c.liveness_probe.as_ref().expect("liveness probe");
+    let cmd = probe
+        .exec
+        .as_ref()
+        .and_then(|e| e.command.clone())
+        .expect("exec probe");
+    assert!(!cmd.is_empty());
+    assert!(probe.period_seconds.unwrap_or(10) >= 10);
+    // One image for both containers, so the installed `sriov` matches the daemon.
+    let init = container(spec.init_containers.as_deref().unwrap(), "install-cni");
+    assert_eq!(init.image, c.image);
+}
+
+#[test]
+fn init_container_installs_sriov_atomically() {
+    let d = deployed();
+    let spec = pod_spec(&d.daemonset);
+    let init = container(spec.init_containers.as_deref().unwrap(), "install-cni");
+    let host = init
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find_map(|m| {
+            let v = spec.volumes.iter().flatten().find(|v| v.name == m.name)?;
+            (v.host_path.as_ref()?.path == CNI_BIN_DIR).then(|| m.mount_path.clone())
+        })
+        .expect("the host's /opt/cni/bin is mounted");
+    let script = init.command.as_ref().unwrap().last().unwrap().clone();
+    let steps: Vec<&str> = script
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        steps.first(),
+        Some(&"set -e"),
+        "stop at the first failed step"
+    );
+    let target = format!("{host}/{CNI_BINARY}");
+    // cp SRC TMP, with TMP in the same directory (rename(2) does not cross filesystems)...
+    let cp: Vec<&str> = steps
+        .iter()
+        .find(|s| s.starts_with("cp "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let tmp = cp[2];
+    assert_eq!(Path::new(tmp).parent(), Path::new(&target).parent());
+    assert_ne!(tmp, target);
+    assert_eq!(Path::new(cp[1]).file_name().unwrap(), CNI_BINARY);
+    // ...then mv TMP TARGET, last.
+    let mv: Vec<&str> = steps.last().unwrap().split_whitespace().collect();
+    assert_eq!(mv[0], "mv");
+    assert_eq!(&mv[mv.len() - 2..], [tmp, target.as_str()]);
+    let cp_at = steps.iter().position(|s| s.starts_with("cp ")).unwrap();
+    assert!(cp_at < steps.len() - 1);
+}
+
+#[test]
+fn nad_resource_names_are_pools_the_daemon_serves() {
+    let d = deployed();
+    let active = active_config(&d);
+    let served = served(&active);
+    let mut with_resource = 0;
+    for nad in &d.nads {
+        let conf = NetConf::parse(nad.name(), &nad.spec.config).unwrap();
+        match (&conf, nad.resource_name()) {
+            (NetConf::Sriov(c), Some(res)) => {
+                with_resource += 1;
+                assert_eq!(c.plugin_type, CNI_BINARY);
+                assert!(
+                    served.contains(res),
+                    "{}: {res} not in {served:?}",
+                    nad.name()
+                );
+                // A VF pool, and one whose VFs have netdevs: the CNI moves a netdev.
+                let DevicePluginConfig::SriovDp(dp) = &active else {
+                    panic!("VF pools come from resourceList")
+                };
+                let pool = dp
+                    .resource_list
+                    .iter()
+                    .find(|p| {
+                        format!(
+                            "{}/{}",
+                            p.resource_prefix
+                                .as_deref()
+                                .unwrap_or(SRIOVDP_DEFAULT_PREFIX),
+                            p.resource_name
+                        ) == res
+                    })
+                    .unwrap();
+                assert_ne!(pool.device_type, Some(DeviceType::Accelerator), "{res}");
+                assert_eq!(c.name, nad.name(), "network name = NAD name");
+            }
+            (NetConf::Sriov(_), None) => panic!("{}: sriov NAD without resourceName", nad.name()),
+            (NetConf::Macvlan(_), res) => assert_eq!(res, None),
+        }
+    }
+    assert_eq!(with_resource, 2);
+    // The prefix defaulting is real: the pool in the NADs has none in config.json.
+    assert!(served.contains("intel.com/mlnx_sriov_rdma"));
+}
+
+#[test]
+fn nads_cover_plain_vlan_and_the_seed_macvlan() {
+    let d = deployed();
+    let parsed: BTreeMap<&str, NetConf> = d
+        .nads
+        .iter()
+        .map(|n| (n.name(), NetConf::parse(n.name(), &n.spec.config).unwrap()))
+        .collect();
+    let NetConf::Sriov(plain) = &parsed["sriov-net"] else {
+        panic!()
+    };
+    assert_eq!(plain.vlan, None);
+    let NetConf::Sriov(vlan) = &parsed["sriov-vlan100"] else {
+        panic!()
+    };
+    assert_eq!(vlan.vlan, Some(100));
+    for c in [plain, vlan] {
+        assert!(
+            matches!(c.ipam, Some(Ipam::HostLocal(_))),
+            "{} host-local",
+            c.name
+        );
+    }
+    let NetConf::Macvlan(mv) = &parsed["macvlan-conf"] else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            mv.master.as_str(),
+            mv.mode.as_deref(),
+            mv.cni_version.as_str()
+        ),
+        ("ens192", Some("bridge"), "0.3.0")
+    );
+    let Some(Ipam::HostLocal(h)) = &mv.ipam else {
+        panic!()
+    };
+    assert_eq!(h.subnet, "192.168.1.0/24");
+    assert_eq!(
+        (
+            h.range_start.unwrap().to_string(),
+            h.range_end.unwrap().to_string()
+        ),
+        ("192.168.1.200".into(), "192.168.1.216".into())
+    );
+    // Two sriov networks on one node must not hand out overlapping addresses.
+    let subnets: BTreeSet<_> = parsed
+        .values()
+        .filter_map(|c| match c.ipam() {
+            Some(Ipam::HostLocal(h)) => Some(h.subnet.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subnets.len(), 3);
+}
+
+#[test]
+fn pods_ask_for_served_resources_and_existing_networks() {
+    let d = deployed();
+    let served = served(&active_config(&d));
+    let nads: BTreeMap<(String, String), &NetworkAttachmentDefinition> = d
+        .nads
+        .iter()
+        .map(|n| {
+            (
+                (
+                    n.metadata.namespace.clone().unwrap_or_default(),
+                    n.name().to_owned(),
+                ),
+                n,
+            )
+        })
+        .collect();
+    let mut shapes = BTreeSet::new();
+    for pod in &d.pods {
+        let name = pod.metadata.name.clone().unwrap();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let spec = pod.spec.as_ref().unwrap();
+        let mut asked: BTreeMap<String, i64> = BTreeMap::new();
+        for c in &spec.containers {
+            for (res, q) in c
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .into_iter()
+                .flatten()
+            {
+                if res.contains('/') {
+                    assert!(
+                        served.contains(res),
+                        "{name}: {res} not served ({served:?})"
+                    );
+                    *asked.entry(res.clone()).or_default() +=
+                        q.0.parse::<i64>().expect("integer count");
+                }
+            }
+            if asked.contains_key("rdma/hca") {
+                let caps = c
+                    .security_context
+                    .as_ref()
+                    .and_then(|s| s.capabilities.as_ref());
+                let add = caps.and_then(|c| c.add.clone()).unwrap_or_default();
+                assert!(
+                    add.iter().any(|a| a == "IPC_LOCK"),
+                    "{name}: rdma/hca without IPC_LOCK"
+                );
+            }
+        }
+        // Each network exists, and each device-backed network has its device asked for.
+        let mut needed: BTreeMap<String, i64> = BTreeMap::new();
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        let nets = match annotations.get(NETWORKS_ANNOTATION) {
+            Some(a) => parse_networks_annotation(&name, a).unwrap(),
+            None => vec![],
+        };
+        let mut ifnames = BTreeSet::new();
+        for (i, n) in nets.iter().enumerate() {
+            let key = (n.namespace.clone().unwrap_or(ns.clone()), n.name.clone());
+            let nad = nads
+                .get(&key)
+                .unwrap_or_else(|| panic!("{name}: no NAD {key:?}"));
+            if let Some(res) = nad.resource_name() {
+                *needed.entry(res.to_owned()).or_default() += 1;
+            }
+            assert!(ifnames.insert(n.interface.clone().unwrap_or(format!("net{}", i + 1))));
+        }
+        for (res, n) in &needed {
+            assert!(
+                asked.get(res).copied().unwrap_or(0) >= *n,
+                "{name}: {n} x {res} needed by its networks"
+            );
+        }
+        shapes.insert((asked.contains_key("rdma/hca"), !needed.is_empty()));
+    }
+    // rdma/hca only, a VF only, both.
+    assert_eq!(
+        shapes,
+        BTreeSet::from([(true, false), (false, true), (true, true)])
+    );
+}
+
+#[test]
+fn device_plugin_config_rules() {
+    let p = |t: &str| DevicePluginConfig::parse("t", t);
+    let names = |t: &str| {
+        p(t).unwrap()
+            .resources()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            r#"{"resourceList":[{"resourceName":"a"},{"resourceName":"b","resourcePrefix":"x.io"}]}"#
+        ),
+        ["intel.com/a", "x.io/b"]
+    );
+    assert_eq!(
+        names(r#"{"configList":[{"resourceName":"hca","rdmaHcaMax":5}]}"#),
+        ["rdma/hca"]
+    );
+    assert_eq!(names(r#"{"mode":"hca"}"#), ["rdma/hca"]);
+    assert_eq!(
+        names(r#"{"mode":"sriov","pfNetdevices":["p0"]}"#),
+        ["rdma/vhca"]
+    );
+    assert_eq!(
+        names(
+            r#"{"resourceList":[{"resourceName":"a","selectors":[{"vendors":["15b3"]},{"drivers":["vfio-pci"]}]}]}"#
+        ),
+        ["intel.com/a"]
+    );
+    for (bad, field) in [
+        (
+            r#"{"resourceList":[{"resourceName":"a/b"}]}"#,
+            "resourceList[0].resourceName",
+        ),
+        (
+            r#"{"resourceList":[{"resourceName":"a"},{"resourceName":"a"}]}"#,
+            "resourceList[1].resourceName",
+        ),
+        (
+            r#"{"resourceList":[{"resourceName":"a","resourcePrefix":"Bad_Prefix"}]}"#,
+            "resourceList[0].resourcePrefix",
+        ),
+        (
+            r#"{"resourceList":[{"resourceName":"a","selectors":{"vendors":["mlx"]}}]}"#,
+            "resourceList[0].selectors[0].vendors",
+        ),
+        (
+            r#"{"resourceList":[{"resourceName":"a","selectors":{"linkTypes":["eth"]}}]}"#,
+            "resourceList[0].selectors[0].linkTypes",
+        ),
+        (
+            r#"{"configList":[{"resourceName":"h","rdmaHcaMax":0}]}"#,
+            "configList[0].rdmaHcaMax",
+        ),
+        (r#"{"mode":"sriov"}"#, "pfNetdevices"),
+        (r#"{"mode":"hca","pfNetdevices":["p0"]}"#, "pfNetdevices"),
+        (r#"{"resourceList":[],"mode":"hca"}"#, ""),
+        (r#"{"foo":1}"#, ""),
+    ] {
+        match p(bad) {
+            Err(ManifestError::Invalid { field: f, .. }) => assert_eq!(f, field, "{bad}"),
+            other => panic!("{bad}: expected Invalid, got {other:?}"),
+        }
+    }
+    assert!(
+        matches!(p(r#"{"mode":"vf"}"#), Err(ManifestError::Invalid { field, .. }) if field == "mode")
+    );
+    assert!(matches!(p("{"), Err(ManifestError::Syntax { .. })));
+}
+
+#[test]
+fn net_conf_rules() {
+    let base =
+        |extra: &str| format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"sriov"{extra}}}"#);
+    NetConf::parse(
+        "ok",
+        &base(r#","vlan":4094,"vlanQoS":7,"vlanProto":"802.1ad""#),
+    )
+    .unwrap();
+    for (extra, field) in [
+        (r#","vlan":4095"#, "vlan"),
+        (r#","vlan":1,"vlanQoS":8"#, "vlanQoS"),
+        (r#","vlanQoS":1"#, "vlanQoS"),
+        (r#","min_tx_rate":200,"max_tx_rate":100"#, "min_tx_rate"),
+        (r#","deviceID":"0000:3b:00.2""#, "deviceID"),
+        (r#","spoofchk":"yes""#, "spoofchk"),
+        (r#","link_state":"up""#, "link_state"),
+        (
+            r#","ipam":{"type":"host-local","subnet":"10.0.0.0/24","rangeStart":"10.0.1.5"}"#,
+            "ipam.rangeStart",
+        ),
+        (
+            r#","ipam":{"type":"host-local","subnet":"10.0.0.0/24","rangeStart":"10.0.0.9","rangeEnd":"10.0.0.5"}"#,
+            "ipam.rangeEnd",
+        ),
+        (
+            r#","ipam":{"type":"host-local","subnet":"10.0.0.0/24","rangeStart":"10.0.0.2","rangeEnd":"10.0.0.9","gateway":"10.0.0.5"}"#,
+            "ipam.gateway",
+        ),
+        (
+            r#","ipam":{"type":"host-local","subnet":"10.0.0.0/33"}"#,
+            "ipam.subnet",
+        ),
+    ] {
+        match NetConf::parse("t", &base(extra)) {
+            Err(ManifestError::Invalid { field: f, .. }) => assert_eq!(f, field, "{extra}"),
+            other => panic!("{extra}: expected Invalid, got {other:?}"),
+        }
+    }
+    let v = r#"{"cniVersion":"0.2.0","name":"n","type":"sriov"}"#;
+    assert!(
+        matches!(NetConf::parse("t", v), Err(ManifestError::Invalid { field, .. }) if field == "cniVersion")
+    );
+    let other = r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#;
+    assert!(
+        matches!(NetConf::parse("t", other), Err(ManifestError::Invalid { field, .. }) if field == "type")
+    );
+}
+
+#[test]
+fn networks_annotation_forms() {
+    let short = parse_networks_annotation("p", "sriov-net, other/macvlan-conf@net5").unwrap();
+    assert_eq!(short.len(), 2);
+    assert_eq!(
+        (
+            short[0].name.as_str(),
+            short[0].namespace.as_deref(),
+            short[0].interface.as_deref()
+        ),
+        ("sriov-net", None, None)
+    );
+    assert_eq!(
+        (
+            short[1].name.as_str(),
+            short[1].namespace.as_deref(),
+            short[1].interface.as_deref()
+        ),
+        ("macvlan-conf", Some("other"), Some("net5"))
+    );
+    let json = parse_networks_annotation(
+        "p",
+        r#"[{"name":"a","interface":"net1"},{"name":"b","namespace":"x"}]"#,
+    )
+    .unwrap();
+    assert_eq!(json[1].namespace.as_deref(), Some("x"));
+    assert!(parse_networks_annotation("p", r#"[{"name":"a","intreface":"net1"}]"#).is_err());
+    assert!(parse_networks_annotation("p", "a,@net1").is_err());
+    assert!(parse_networks_annotation("p", "a@").is_err());
+}
