@@ -1,0 +1,168 @@
+//! TEST ONLY: a file-backed [`VfConfigurator`] selected by `SRIOV_CNI_FAKE_VF_STATE=<file>`.
+//!
+//! The host kernel of the test machines has no SR-IOV, so the test suites run the real
+//! binary with VF settings kept in a JSON file instead of on a PF:
+//!
+//! ```json
+//! {
+//!   "vfs":   { "ens1f0/3": { "mac": "00:00:00:00:00:00", "vlan": 0, ... } },
+//!   "fail":  { "vf:trust": 95, "move": 5 },
+//!   "rdma":  { "mlx5_3": 4026531840 },
+//!   "calls": [ "set ens1f0 vf 3 trust=on" ]
+//! }
+//! ```
+//!
+//! `vfs` holds each VF's state (absent VFs start from [`VfState::default`]); `fail` maps a
+//! step to the errno it fails with: `vf:<setting>` refuses that setting before applying it
+//! (like a driver), any other step name (`move`, `ipam`, `addresses`, `up`, `routes`,
+//! `rdma`, `cache`, `vf-read`) fails right *after* that step completed, so the undo must
+//! revert it too. `rdma` records the netns inode each RDMA device was moved to; `calls`
+//! records every call. Concurrent processes serialise on `<file>.lock`.
+
+use crate::netlink::NlError;
+use crate::netns::Netns;
+use crate::sriov::{VfConfigurator, VfSetting, VfState};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The fake's file content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FakeState {
+    /// VF state by `<pf>/<index>`.
+    #[serde(default)]
+    pub vfs: BTreeMap<String, VfState>,
+    /// Step -> errno to fail with.
+    #[serde(default)]
+    pub fail: BTreeMap<String, i32>,
+    /// RDMA device -> netns inode.
+    #[serde(default)]
+    pub rdma: BTreeMap<String, u64>,
+    /// Every call, in order.
+    #[serde(default)]
+    pub calls: Vec<String>,
+}
+
+impl FakeState {
+    /// Load a state file (empty state when it does not exist).
+    pub fn load(path: &Path) -> std::io::Result<FakeState> {
+        match std::fs::read(path) {
+            Ok(b) if b.is_empty() => Ok(FakeState::default()),
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FakeState::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write a state file atomically.
+    pub fn store(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// The file-backed fake.
+pub struct FileFake {
+    path: PathBuf,
+}
+
+impl FileFake {
+    /// Use the state file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> FileFake {
+        FileFake { path: path.into() }
+    }
+
+    fn with<T>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut FakeState) -> Result<T, NlError>,
+    ) -> Result<T, NlError> {
+        let io = |e: std::io::Error| NlError::io(op, self.path.display().to_string(), &e);
+        let lock_path = self.path.with_extension("lock");
+        let lf = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        let _lock = Flock::lock(lf, FlockArg::LockExclusive)
+            .map_err(|(_, e)| io(std::io::Error::from_raw_os_error(e as i32)))?;
+        let mut st = FakeState::load(&self.path).map_err(io)?;
+        let out = f(&mut st);
+        st.store(&self.path).map_err(io)?;
+        out
+    }
+}
+
+fn key(pf: &str, vf: u32) -> String {
+    format!("{pf}/{vf}")
+}
+
+impl VfConfigurator for FileFake {
+    fn vf_state(&mut self, pf: &str, vf: u32) -> Result<VfState, NlError> {
+        self.with("read VF table of PF", |st| {
+            st.calls.push(format!("get {pf} vf {vf}"));
+            Ok(st.vfs.get(&key(pf, vf)).cloned().unwrap_or_default())
+        })
+    }
+
+    fn set(&mut self, pf: &str, vf: u32, setting: &VfSetting) -> Result<(), NlError> {
+        self.with("set VF", |st| {
+            st.calls
+                .push(format!("set {pf} vf {vf} {}", setting.describe()));
+            if let Some(errno) = st.fail.get(&format!("vf:{}", setting.name())) {
+                return Err(NlError::errno(
+                    "set VF",
+                    format!("{pf} vf {vf} {}", setting.describe()),
+                    *errno,
+                ));
+            }
+            let entry = st.vfs.entry(key(pf, vf)).or_default();
+            setting.apply_to(entry);
+            Ok(())
+        })
+    }
+
+    fn rdma_move(
+        &mut self,
+        dev: &str,
+        from: &Netns,
+        to: &Netns,
+        _home: &Netns,
+    ) -> Result<(), NlError> {
+        self.with("move RDMA device", |st| {
+            st.calls
+                .push(format!("rdma {dev} {} -> {}", from.inode(), to.inode()));
+            if let Some(errno) = st.fail.get("vf:rdma") {
+                return Err(NlError::errno("move RDMA device", dev, *errno));
+            }
+            if let Some(cur) = st.rdma.get(dev)
+                && *cur != from.inode()
+            {
+                return Err(NlError::errno("move RDMA device", dev, libc::ENODEV));
+            }
+            st.rdma.insert(dev.to_string(), to.inode());
+            Ok(())
+        })
+    }
+
+    fn fault(&mut self, step: &str) -> Result<(), NlError> {
+        // Read-only peek: no lock needed for a file written atomically.
+        let st = FakeState::load(&self.path)
+            .map_err(|e| NlError::io("read", self.path.display().to_string(), &e))?;
+        match st.fail.get(step) {
+            Some(errno) => Err(NlError::errno(
+                format!("injected failure after step {step}"),
+                "",
+                *errno,
+            )),
+            None => Ok(()),
+        }
+    }
+}

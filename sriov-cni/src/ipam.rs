@@ -1,0 +1,171 @@
+//! Delegation to the IPAM plugin named in `ipam.type`, found in `CNI_PATH` and executed
+//! as the spec says: same environment (with `CNI_COMMAND` set), the network
+//! configuration on stdin, a result or error JSON on stdout.
+//!
+//! An IPAM plugin that does not know the requested spec version (Debian's host-local
+//! 1.1.1 stops at 1.0.0) answers code 1; then we ask it for VERSION and rerun with the
+//! newest version both sides support, converting its result back.
+
+use crate::config::{Command, Env};
+use crate::error::{Error, Result};
+use crate::result::CniResult;
+use crate::version::cmp_version_str;
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// Find `plugin` in the `CNI_PATH` directories.
+pub fn find(plugin: &str, path: &[PathBuf]) -> Option<PathBuf> {
+    path.iter()
+        .map(|d| d.join(plugin))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The identity of the attachment IPAM works for.
+pub struct Call<'a> {
+    /// The command.
+    pub command: Command,
+    /// The environment (container ID, ifname, netns, path, args).
+    pub env: &'a Env,
+}
+
+fn exec_once(bin: &Path, call: &Call<'_>, stdin: &[u8]) -> Result<(bool, Vec<u8>)> {
+    let e = call.env;
+    let mut cmd = std::process::Command::new(bin);
+    cmd.env("CNI_COMMAND", call.command.as_str())
+        .env("CNI_CONTAINERID", &e.container_id)
+        .env("CNI_IFNAME", &e.ifname)
+        .env(
+            "CNI_NETNS",
+            e.netns
+                .as_deref()
+                .map(|p| p.as_os_str().to_owned())
+                .unwrap_or_default(),
+        )
+        .env(
+            "CNI_PATH",
+            std::env::join_paths(&e.path).unwrap_or_default(),
+        )
+        .env(
+            "CNI_ARGS",
+            e.args
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd
+        .spawn()
+        .map_err(|err| Error::io("execute IPAM plugin", bin, err))?;
+    if let Some(mut si) = child.stdin.take() {
+        si.write_all(stdin)
+            .map_err(|err| Error::io("write stdin of", bin, err))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|err| Error::io("wait for", bin, err))?;
+    Ok((out.status.success(), out.stdout))
+}
+
+fn plugin_error(plugin: &str, stdout: &[u8]) -> (Option<u64>, Error) {
+    let v: Option<Value> = serde_json::from_slice(stdout).ok();
+    let code = v
+        .as_ref()
+        .and_then(|v| v.get("code"))
+        .and_then(Value::as_u64);
+    let msg = v
+        .as_ref()
+        .map(|v| {
+            let m = v.get("msg").and_then(Value::as_str).unwrap_or("");
+            let d = v.get("details").and_then(Value::as_str).unwrap_or("");
+            if d.is_empty() {
+                m.to_string()
+            } else {
+                format!("{m}: {d}")
+            }
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(stdout).trim().to_string());
+    (
+        code,
+        Error::Ipam {
+            plugin: plugin.to_string(),
+            msg: if msg.is_empty() {
+                "failed with no output".into()
+            } else {
+                msg
+            },
+        },
+    )
+}
+
+/// Run the IPAM plugin. Returns its result for ADD, `None` for DEL/CHECK.
+pub fn exec(plugin: &str, call: &Call<'_>, conf: &Value) -> Result<Option<CniResult>> {
+    let bin = find(plugin, &call.env.path).ok_or_else(|| Error::Ipam {
+        plugin: plugin.to_string(),
+        msg: format!("not found in CNI_PATH {:?}", call.env.path),
+    })?;
+    let stdin = serde_json::to_vec(conf).map_err(|e| Error::Other(e.to_string()))?;
+    let (ok, out) = exec_once(&bin, call, &stdin)?;
+    let (ok, out) = if ok {
+        (ok, out)
+    } else {
+        let (code, err) = plugin_error(plugin, &out);
+        if code != Some(1) {
+            return Err(err);
+        }
+        // Incompatible version: retry with the newest version the plugin supports.
+        let ours = conf.get("cniVersion").and_then(Value::as_str).unwrap_or("");
+        let ver = Call {
+            command: Command::Version,
+            env: call.env,
+        };
+        let (vok, vout) = exec_once(&bin, &ver, &stdin)?;
+        let supported: Vec<String> = serde_json::from_slice::<Value>(&vout)
+            .ok()
+            .filter(|_| vok)
+            .and_then(|v| v.get("supportedVersions").cloned())
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let best = supported
+            .iter()
+            .filter(|s| {
+                cmp_version_str(s, ours).is_le()
+                    && s.as_str().parse::<crate::version::CniVersion>().is_ok()
+            })
+            .max_by(|a, b| cmp_version_str(a, b))
+            .ok_or(err)?;
+        let mut conf2 = conf.clone();
+        conf2["cniVersion"] = Value::String(best.clone());
+        if let Some(o) = conf2.as_object_mut() {
+            o.remove("prevResult");
+        }
+        let stdin2 = serde_json::to_vec(&conf2).map_err(|e| Error::Other(e.to_string()))?;
+        crate::debug!("IPAM {plugin} does not speak {ours}; using {best}");
+        exec_once(&bin, call, &stdin2)?
+    };
+    if !ok {
+        return Err(plugin_error(plugin, &out).1);
+    }
+    if call.command != Command::Add {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_slice(&out).map_err(|e| Error::Ipam {
+        plugin: plugin.to_string(),
+        msg: format!("result is not JSON: {e}"),
+    })?;
+    CniResult::parse(&v).map(Some).map_err(|e| Error::Ipam {
+        plugin: plugin.to_string(),
+        msg: format!("bad result: {e}"),
+    })
+}

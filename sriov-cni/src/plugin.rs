@@ -1,0 +1,804 @@
+//! The commands: ADD, DEL, CHECK, STATUS, GC (VERSION is answered by the dispatcher).
+//!
+//! ADD records what it will change in the cache before the first change, then applies
+//! the steps in order: VF settings on the PF, RDMA device move, link move+rename+MAC+MTU
+//! (one message), IPAM, addresses, link up, routes. Any failure runs the same teardown
+//! DEL uses, limited to the steps that ran, in reverse order.
+
+use crate::cache::{Cache, CacheEntry, HostLink};
+use crate::config::{Command, Env, EnvError, NetConf};
+use crate::error::{Error, Result};
+use crate::ipam;
+use crate::lock::{Owner, VfLock};
+use crate::netlink::{LinkChange, RouteSpec, Rtnl};
+use crate::netns::Netns;
+use crate::result::{CniResult, Interface, IpConfig};
+use crate::sriov::{VfConfigurator, VfSetting, VfState};
+use crate::vf::{self, VfTarget};
+use rdma_hca::{Host, PciAddress, RdmaNetnsMode};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// What a command runs against.
+pub struct Plugin<'a> {
+    /// The host tree sysfs is read from (`/`, or a fixture root in tests).
+    pub host: Host,
+    /// VF configuration on the PF (netlink, or the test fake).
+    pub vf: &'a mut dyn VfConfigurator,
+    /// The data directory (cache files, `lock/`).
+    pub data_dir: PathBuf,
+}
+
+/// Which steps of an ADD have run (what a teardown must undo).
+#[derive(Debug, Default, Clone)]
+struct Progress {
+    vf_applied: Vec<VfSetting>,
+    rdma_moved: Vec<String>,
+    link_moved: bool,
+    ipam_done: bool,
+}
+
+impl Progress {
+    fn everything(e: &CacheEntry) -> Progress {
+        Progress {
+            vf_applied: e.vf_planned.clone(),
+            rdma_moved: e.rdma.clone(),
+            link_moved: e.link.is_some(),
+            ipam_done: e.ipam.is_some(),
+        }
+    }
+}
+
+fn netns_env_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
+    Error::Env(EnvError {
+        var: "CNI_NETNS",
+        value: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The VF settings a config asks for, in the order they are applied, leaving out those
+/// the VF already has (and had before any earlier attachment).
+pub fn planned_settings(conf: &NetConf, current: &VfState, orig: &VfState) -> Vec<VfSetting> {
+    let mut v = Vec::new();
+    if let Some(vlan) = conf.vlan {
+        v.push(VfSetting::Vlan {
+            vlan,
+            qos: conf.vlan_qos.unwrap_or(0),
+            proto: conf.vlan_proto.unwrap_or(crate::config::VlanProto::Dot1Q),
+        });
+    }
+    if let Some(mac) = conf.mac {
+        v.push(VfSetting::Mac { mac });
+    }
+    if conf.min_tx_rate.is_some() || conf.max_tx_rate.is_some() {
+        v.push(VfSetting::Rate {
+            min: conf.min_tx_rate.unwrap_or(current.min_tx_rate),
+            max: conf.max_tx_rate.unwrap_or(current.max_tx_rate),
+        });
+    }
+    if let Some(s) = conf.spoofchk {
+        v.push(VfSetting::Spoofchk { on: s.enabled() });
+    }
+    if let Some(t) = conf.trust {
+        v.push(VfSetting::Trust { on: t.enabled() });
+    }
+    if let Some(l) = conf.link_state {
+        v.push(VfSetting::LinkState { state: l });
+    }
+    v.retain(|s| !(s.holds_in(current) && s.holds_in(orig)));
+    v
+}
+
+impl Plugin<'_> {
+    fn cache(&self) -> Cache {
+        Cache::new(&self.data_dir)
+    }
+
+    /// Run one command (not VERSION). Returns the JSON to print, if any.
+    pub fn run(&mut self, env: &Env, conf: &NetConf) -> Result<Option<Value>> {
+        match env.command {
+            Command::Add => self.add(env, conf).map(Some),
+            Command::Del => self.del(env, conf).map(|_| None),
+            Command::Check => self.check(env, conf).map(|_| None),
+            Command::Status => self.status(env, conf).map(|_| None),
+            Command::Gc => self.gc(env, conf).map(|_| None),
+            Command::Version => Ok(Some(crate::version::version_json(Some(
+                conf.cni_version.as_str(),
+            )))),
+        }
+    }
+
+    fn ipam_plugin(&self, env: &Env, conf: &NetConf) -> Result<Option<String>> {
+        let Some(ipam) = &conf.ipam else {
+            return Ok(None);
+        };
+        if env.path.is_empty() {
+            return Err(Error::Env(EnvError {
+                var: "CNI_PATH",
+                value: String::new(),
+                reason: format!(
+                    "missing, and ipam.type {:?} must be looked up in it",
+                    ipam.plugin
+                ),
+            }));
+        }
+        if ipam::find(&ipam.plugin, &env.path).is_none() {
+            return Err(Error::Config(crate::config::ConfigError {
+                field: "ipam.type".into(),
+                value: format!("\"{}\"", ipam.plugin),
+                reason: format!("no executable of that name in CNI_PATH {:?}", env.path),
+            }));
+        }
+        Ok(Some(ipam.plugin.clone()))
+    }
+
+    fn add(&mut self, env: &Env, conf: &NetConf) -> Result<Value> {
+        // Everything below up to the cache write only reads.
+        let pci: PciAddress = conf
+            .device_id
+            .clone()
+            .ok_or_else(|| Error::Other("deviceID missing".into()))?;
+        let ipam_plugin = self.ipam_plugin(env, conf)?;
+        let ns_path = env
+            .netns
+            .clone()
+            .ok_or_else(|| netns_env_err(std::path::Path::new(""), "missing"))?;
+        let netns = Netns::open(&ns_path).map_err(|e| netns_env_err(&ns_path, e))?;
+        let target = vf::resolve(&self.host, &pci)?;
+        let rdma_exclusive =
+            !target.rdma.is_empty() && self.host.netns_mode()? == RdmaNetnsMode::Exclusive;
+        let home = Netns::current().map_err(|e| Error::Other(e.to_string()))?;
+
+        let lock = VfLock::acquire(&self.data_dir, pci.as_str())?;
+        let cache = self.cache();
+        if cache.load(&env.container_id, &env.ifname)?.is_some() {
+            return Err(Error::Busy {
+                pci: pci.to_string(),
+                reason: format!(
+                    "attachment {}/{} already exists (DEL it first)",
+                    env.container_id, env.ifname
+                ),
+            });
+        }
+        let owner_prev = lock.owner()?;
+        let mut rtnl = Rtnl::new()?;
+        let host_link = if target.dpdk() {
+            None
+        } else {
+            let name = target.netdev.clone().ok_or_else(|| Error::Busy {
+                pci: pci.to_string(),
+                reason: format!(
+                    "it has no netdev on the host (driver {:?}); attached elsewhere?",
+                    target.driver
+                ),
+            })?;
+            let l = rtnl.link_by_name(&name)?.ok_or_else(|| Error::Busy {
+                pci: pci.to_string(),
+                reason: format!("its netdev {name} is not in the host netns"),
+            })?;
+            Some(HostLink {
+                name: l.name,
+                index: l.index,
+                mac: l.mac,
+                mtu: l.mtu,
+                up: l.up,
+            })
+        };
+        let current = self.vf.vf_state(&target.pf_netdev, target.vf_index)?;
+        let mut vf_orig = current.clone();
+        let mut link_orig = host_link;
+        // An earlier attachment that never got its DEL: restore to what it found.
+        if let Some(o) = &owner_prev
+            && (o.container_id != env.container_id || o.ifname != env.ifname)
+            && let Ok(Some(old)) = cache.load(&o.container_id, &o.ifname)
+            && old.device_id == pci.as_str()
+        {
+            crate::info!(
+                "VF {pci} still recorded for {}/{}; keeping its original state as the baseline",
+                o.container_id,
+                o.ifname
+            );
+            vf_orig = old.vf_orig.clone();
+            if let (Some(l), Some(ol)) = (link_orig.as_mut(), old.link.as_ref()) {
+                l.name = ol.name.clone();
+                l.mac = ol.mac;
+                l.mtu = ol.mtu;
+            }
+        }
+        let entry = CacheEntry {
+            container_id: env.container_id.clone(),
+            ifname: env.ifname.clone(),
+            netns: Some(ns_path.display().to_string()),
+            net_name: conf.name.clone(),
+            device_id: pci.to_string(),
+            pf: target.pf_netdev.clone(),
+            vf_index: target.vf_index,
+            link: link_orig,
+            set_mac: conf.mac,
+            set_mtu: conf.mtu,
+            vf_planned: planned_settings(conf, &current, &vf_orig),
+            vf_orig,
+            rdma: if rdma_exclusive {
+                target.rdma.clone()
+            } else {
+                Vec::new()
+            },
+            ipam: ipam_plugin,
+            config: conf.raw.clone(),
+        };
+        cache.store(&entry)?;
+        lock.set_owner(Some(&Owner {
+            container_id: env.container_id.clone(),
+            ifname: env.ifname.clone(),
+        }))?;
+
+        let mut p = Progress::default();
+        let out = self.add_steps(env, conf, &target, &entry, &netns, &home, &mut rtnl, &mut p);
+        match out {
+            Ok(v) => {
+                crate::info!(
+                    "ADD {}/{} VF {pci} done ({} netlink round trips)",
+                    env.container_id,
+                    env.ifname,
+                    crate::netlink::round_trips()
+                );
+                Ok(v)
+            }
+            Err(e) => {
+                crate::warn!("ADD failed: {e}; undoing {p:?}");
+                let errs = self.teardown(&entry, Some(&netns), &home, &p, env, &conf.raw);
+                if errs.is_empty() {
+                    let mut more = Vec::new();
+                    if let Err(x) = cache.remove(&env.container_id, &env.ifname) {
+                        more.push(x);
+                    }
+                    if let Err(x) = lock.set_owner(owner_prev.as_ref()) {
+                        more.push(x);
+                    }
+                    if more.is_empty() {
+                        return Err(e);
+                    }
+                    more.insert(0, e);
+                    Err(Error::Many(more))
+                } else {
+                    // Keep the cache: the runtime's DEL will finish the undo.
+                    let mut all = vec![e];
+                    all.extend(errs);
+                    Err(Error::Many(all))
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_steps(
+        &mut self,
+        env: &Env,
+        conf: &NetConf,
+        target: &VfTarget,
+        entry: &CacheEntry,
+        netns: &Netns,
+        home: &Netns,
+        rtnl: &mut Rtnl,
+        p: &mut Progress,
+    ) -> Result<Value> {
+        let fault = |vf: &mut dyn VfConfigurator, step: &str| -> Result<()> {
+            vf.fault(step)
+                .map_err(|_| Error::Injected(step.to_string()))
+        };
+        fault(self.vf, "cache")?;
+        for s in &entry.vf_planned {
+            self.vf
+                .set(&entry.pf, entry.vf_index, s)
+                .map_err(|source| Error::VfSetting {
+                    pf: entry.pf.clone(),
+                    vf: entry.vf_index,
+                    setting: s.describe(),
+                    source: Box::new(source),
+                })?;
+            p.vf_applied.push(s.clone());
+            fault(self.vf, &format!("after:vf:{}", s.name()))?;
+        }
+        for dev in &entry.rdma {
+            self.vf
+                .rdma_move(dev, home, netns, home)
+                .map_err(|source| Error::Rdma {
+                    device: dev.clone(),
+                    source,
+                })?;
+            p.rdma_moved.push(dev.clone());
+            fault(self.vf, "rdma")?;
+        }
+        let ns_path = netns.path().display().to_string();
+        let mut iface = Interface {
+            name: env.ifname.clone(),
+            sandbox: Some(ns_path.clone()),
+            pci_id: Some(target.pci.to_string()),
+            ..Default::default()
+        };
+        let mut pod: Option<(Rtnl, u32)> = None;
+        if let Some(l) = &entry.link {
+            let mut change = LinkChange {
+                index: l.index,
+                netns_fd: Some(netns.raw_fd()),
+                new_ifindex: Some(l.index as i32),
+                name: Some(env.ifname.clone()),
+                mac: conf.mac.filter(|m| Some(*m) != l.mac),
+                mtu: conf.mtu.filter(|m| *m != l.mtu),
+                up: None,
+            };
+            p.link_moved = true;
+            let kept_index = match rtnl.set_link(&change, &l.name) {
+                Ok(()) => true,
+                Err(e) if e.errno == Some(libc::EBUSY) => {
+                    // Its ifindex is taken in the pod: let the kernel pick one.
+                    change.new_ifindex = None;
+                    rtnl.set_link(&change, &l.name)?;
+                    false
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut prtnl = netns
+                .run(home, Rtnl::new)
+                .map_err(|e| Error::Other(e.to_string()))??;
+            let index = if kept_index {
+                l.index
+            } else {
+                prtnl
+                    .link_by_name(&env.ifname)?
+                    .ok_or_else(|| {
+                        Error::Other(format!(
+                            "{} vanished from {ns_path} after the move",
+                            env.ifname
+                        ))
+                    })?
+                    .index
+            };
+            iface.mac = conf.mac.or(l.mac).map(|m| m.to_string());
+            iface.mtu = Some(conf.mtu.unwrap_or(l.mtu));
+            pod = Some((prtnl, index));
+            fault(self.vf, "move")?;
+        }
+        let mut ipam_result = CniResult::default();
+        if let Some(plugin) = &entry.ipam {
+            p.ipam_done = true;
+            let call = ipam::Call {
+                command: Command::Add,
+                env,
+            };
+            ipam_result = ipam::exec(plugin, &call, &conf.raw)?.unwrap_or_default();
+            fault(self.vf, "ipam")?;
+        }
+        if let Some((prtnl, index)) = pod.as_mut() {
+            let v4 = ipam_result.ips.iter().any(|i| i.address.addr.is_ipv4());
+            let v6 = ipam_result.ips.iter().any(|i| !i.address.addr.is_ipv4());
+            // Gratuitous ARP / unsolicited NA: the kernel sends them when the link comes
+            // up with addresses if arp_notify / ndisc_notify is set.
+            let ifname = env.ifname.clone();
+            let _ = netns.run(home, || {
+                if v4 {
+                    let _ =
+                        std::fs::write(format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"), "1");
+                }
+                if v6 {
+                    let _ = std::fs::write(
+                        format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"),
+                        "1",
+                    );
+                }
+            });
+            for ip in &ipam_result.ips {
+                prtnl.add_address(*index, &ip.address)?;
+            }
+            fault(self.vf, "addresses")?;
+            prtnl.set_link(
+                &LinkChange {
+                    index: *index,
+                    up: Some(true),
+                    ..Default::default()
+                },
+                &env.ifname,
+            )?;
+            fault(self.vf, "up")?;
+            for r in &ipam_result.routes {
+                let gw = r.gw.or_else(|| {
+                    ipam_result
+                        .ips
+                        .iter()
+                        .find(|i| i.address.addr.is_ipv4() == r.dst.addr.is_ipv4())
+                        .and_then(|i| i.gateway)
+                        .filter(|_| r.dst.prefix == 0)
+                });
+                prtnl.add_route(
+                    *index,
+                    &RouteSpec {
+                        dst: r.dst,
+                        gw,
+                        priority: r.priority,
+                        table: r.table,
+                    },
+                )?;
+            }
+            fault(self.vf, "routes")?;
+        }
+        // Chain: keep what earlier plugins reported, append our interface and IPs.
+        let mut result = conf.prev_result.clone().unwrap_or_default();
+        let our_index = result.interfaces.len();
+        result.interfaces.push(iface);
+        for ip in ipam_result.ips {
+            result.ips.push(IpConfig {
+                interface: Some(our_index),
+                ..ip
+            });
+        }
+        result.routes.extend(ipam_result.routes);
+        if ipam_result.dns.is_some() {
+            result.dns = ipam_result.dns;
+        }
+        fault(self.vf, "result")?;
+        Ok(result.to_json(conf.cni_version))
+    }
+
+    /// Undo the steps in `p`, newest first, collecting every error; "already gone" counts
+    /// as done.
+    fn teardown(
+        &mut self,
+        e: &CacheEntry,
+        netns: Option<&Netns>,
+        home: &Netns,
+        p: &Progress,
+        env: &Env,
+        conf_raw: &Value,
+    ) -> Vec<Error> {
+        let mut errs = Vec::new();
+        if p.ipam_done
+            && let Some(plugin) = &e.ipam
+        {
+            let call = ipam::Call {
+                command: Command::Del,
+                env,
+            };
+            if let Err(x) = ipam::exec(plugin, &call, conf_raw) {
+                errs.push(x);
+            }
+        }
+        if p.link_moved
+            && let Some(l) = &e.link
+            && let Err(x) = self.restore_link(e, l, netns, home)
+        {
+            errs.push(x);
+        }
+        for dev in p.rdma_moved.iter().rev() {
+            // A deleted netns hands its RDMA devices back to the host by itself.
+            if let Some(ns) = netns
+                && let Err(source) = self.vf.rdma_move(dev, ns, home, home)
+                && source.errno != Some(libc::ENODEV)
+            {
+                errs.push(Error::Rdma {
+                    device: dev.clone(),
+                    source,
+                });
+            }
+        }
+        for s in p.vf_applied.iter().rev() {
+            let back = s.current(&e.vf_orig);
+            if let Err(source) = self.vf.set(&e.pf, e.vf_index, &back) {
+                errs.push(Error::VfSetting {
+                    pf: e.pf.clone(),
+                    vf: e.vf_index,
+                    setting: back.describe(),
+                    source: Box::new(source),
+                });
+            }
+        }
+        errs
+    }
+
+    /// Put the VF netdev back on the host under its old name, MAC, MTU and state.
+    fn restore_link(
+        &mut self,
+        e: &CacheEntry,
+        l: &HostLink,
+        netns: Option<&Netns>,
+        home: &Netns,
+    ) -> Result<()> {
+        if let Some(ns) = netns {
+            let mut pod = ns
+                .run(home, Rtnl::new)
+                .map_err(|x| Error::Other(x.to_string()))??;
+            let found = match pod.link_by_name(&e.ifname)? {
+                Some(f) => Some(f),
+                None => pod.link_by_name(&l.name)?,
+            };
+            if let Some(f) = found {
+                let change = LinkChange {
+                    index: f.index,
+                    netns_fd: Some(home.raw_fd()),
+                    new_ifindex: None,
+                    name: Some(l.name.clone()),
+                    mac: l.mac.filter(|m| f.mac != Some(*m)),
+                    mtu: Some(l.mtu).filter(|m| *m != f.mtu),
+                    up: l.up.then_some(true),
+                };
+                pod.set_link(&change, &f.name)?;
+                return Ok(());
+            }
+        }
+        // Not in the pod: the netns is gone (the kernel returned the VF to the host,
+        // keeping the pod-side name) or it was already moved back.
+        let mut h = Rtnl::new()?;
+        let mut found = h.link_by_name(&l.name)?;
+        if found.is_none() {
+            let sysfs_names = e
+                .device_id
+                .parse::<PciAddress>()
+                .ok()
+                .and_then(|a| self.host.function(&a).ok())
+                .map(|f| f.netdevs)
+                .unwrap_or_default();
+            for n in sysfs_names.iter().chain(std::iter::once(&e.ifname)) {
+                if let Some(f) = h.link_by_name(n)?
+                    && (f.index == l.index || sysfs_names.contains(n))
+                {
+                    found = Some(f);
+                    break;
+                }
+            }
+        }
+        let Some(f) = found else {
+            crate::warn!(
+                "VF netdev {} (pod name {}) is neither in the pod nor on the host; nothing to restore",
+                l.name,
+                e.ifname
+            );
+            return Ok(());
+        };
+        let rename = f.name != l.name;
+        let mac = l.mac.filter(|m| f.mac != Some(*m));
+        let mtu = Some(l.mtu).filter(|m| *m != f.mtu);
+        if !rename && mac.is_none() && mtu.is_none() && f.up == l.up {
+            return Ok(());
+        }
+        if f.up {
+            h.set_link(
+                &LinkChange {
+                    index: f.index,
+                    up: Some(false),
+                    ..Default::default()
+                },
+                &f.name,
+            )?;
+        }
+        h.set_link(
+            &LinkChange {
+                index: f.index,
+                name: rename.then(|| l.name.clone()),
+                mac,
+                mtu,
+                up: l.up.then_some(true),
+                ..Default::default()
+            },
+            &f.name,
+        )?;
+        Ok(())
+    }
+
+    fn del(&mut self, env: &Env, conf: &NetConf) -> Result<()> {
+        let cache = self.cache();
+        let Some(entry) = cache.load(&env.container_id, &env.ifname)? else {
+            // Nothing cached: ADD never finished (or DEL already ran). Release IPAM,
+            // which is idempotent, and succeed.
+            if let Some(ipam) = &conf.ipam
+                && !env.path.is_empty()
+                && ipam::find(&ipam.plugin, &env.path).is_some()
+            {
+                let call = ipam::Call {
+                    command: Command::Del,
+                    env,
+                };
+                ipam::exec(&ipam.plugin, &call, &conf.raw)?;
+            }
+            return Ok(());
+        };
+        self.release(env, &entry, &conf.raw)
+    }
+
+    /// DEL one cached attachment (also used by GC).
+    fn release(&mut self, env: &Env, entry: &CacheEntry, conf_raw: &Value) -> Result<()> {
+        let cache = self.cache();
+        let lock = VfLock::acquire(&self.data_dir, &entry.device_id)?;
+        let owner = lock.owner()?;
+        let mine = owner
+            .as_ref()
+            .is_none_or(|o| o.container_id == entry.container_id && o.ifname == entry.ifname);
+        let home = Netns::current().map_err(|e| Error::Other(e.to_string()))?;
+        let netns = env.netns.as_ref().and_then(|p| Netns::open(p).ok());
+        let p = if mine {
+            Progress::everything(entry)
+        } else {
+            crate::info!(
+                "VF {} now belongs to {:?}; releasing only IPAM for {}/{}",
+                entry.device_id,
+                owner,
+                entry.container_id,
+                entry.ifname
+            );
+            Progress {
+                ipam_done: entry.ipam.is_some(),
+                ..Default::default()
+            }
+        };
+        let errs = self.teardown(entry, netns.as_ref(), &home, &p, env, conf_raw);
+        if !errs.is_empty() {
+            return Err(Error::Many(errs));
+        }
+        cache.remove(&entry.container_id, &entry.ifname)?;
+        if mine {
+            lock.set_owner(None)?;
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, env: &Env, conf: &NetConf) -> Result<()> {
+        if !conf.cni_version.has_check() {
+            return Err(Error::IncompatibleVersion {
+                requested: conf.cni_version.to_string(),
+                reason: "CHECK needs cniVersion 0.4.0 or later".into(),
+            });
+        }
+        let prev = conf.prev_result.as_ref().ok_or_else(|| {
+            Error::Config(crate::config::ConfigError {
+                field: "prevResult".into(),
+                value: "<missing>".into(),
+                reason: "CHECK needs the result of ADD".into(),
+            })
+        })?;
+        let entry = self
+            .cache()
+            .load(&env.container_id, &env.ifname)?
+            .ok_or_else(|| {
+                Error::CheckMismatch(vec![format!(
+                    "no attachment {}/{} is cached",
+                    env.container_id, env.ifname
+                )])
+            })?;
+        let mut diffs = Vec::new();
+        if let Some(ipam) = &entry.ipam {
+            let call = ipam::Call {
+                command: Command::Check,
+                env,
+            };
+            ipam::exec(ipam, &call, &conf.raw)?;
+        }
+        if entry.link.is_some() {
+            let ns_path = env.netns.clone().unwrap_or_default();
+            let ns = Netns::open(&ns_path).map_err(|e| netns_env_err(&ns_path, e))?;
+            let home = Netns::current().map_err(|e| Error::Other(e.to_string()))?;
+            let mut pod = ns
+                .run(&home, Rtnl::new)
+                .map_err(|e| Error::Other(e.to_string()))??;
+            match pod.link_by_name(&env.ifname)? {
+                None => diffs.push(format!(
+                    "interface {} not found in {}",
+                    env.ifname,
+                    ns_path.display()
+                )),
+                Some(l) => {
+                    let ours = prev.interfaces.iter().position(|i| i.name == env.ifname);
+                    let want_mac = conf
+                        .mac
+                        .map(|m| m.to_string())
+                        .or_else(|| ours.and_then(|i| prev.interfaces[i].mac.clone()));
+                    let have_mac = l.mac.map(|m| m.to_string());
+                    if let Some(w) = want_mac
+                        && have_mac.as_deref() != Some(w.as_str())
+                    {
+                        diffs.push(format!(
+                            "{} MAC is {:?}, expected {w}",
+                            env.ifname, have_mac
+                        ));
+                    }
+                    if let Some(m) = conf.mtu
+                        && l.mtu != m
+                    {
+                        diffs.push(format!("{} MTU is {}, expected {m}", env.ifname, l.mtu));
+                    }
+                    if !l.up {
+                        diffs.push(format!("{} is down", env.ifname));
+                    }
+                    let have = pod.addresses(l.index)?;
+                    for ip in prev
+                        .ips
+                        .iter()
+                        .filter(|ip| ip.interface.is_none() || ip.interface == ours)
+                    {
+                        if !have.contains(&ip.address) {
+                            diffs.push(format!("{} lacks address {}", env.ifname, ip.address));
+                        }
+                    }
+                }
+            }
+        }
+        let st = self.vf.vf_state(&entry.pf, entry.vf_index)?;
+        for s in &entry.vf_planned {
+            if !s.holds_in(&st) {
+                diffs.push(format!(
+                    "VF {} on {}: expected {}, PF reports {}",
+                    entry.vf_index,
+                    entry.pf,
+                    s.describe(),
+                    s.current(&st).describe()
+                ));
+            }
+        }
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::CheckMismatch(diffs))
+        }
+    }
+
+    fn status(&mut self, env: &Env, conf: &NetConf) -> Result<()> {
+        if let Some(ipam) = &conf.ipam
+            && ipam::find(&ipam.plugin, &env.path).is_none()
+        {
+            return Err(Error::NotAvailable(format!(
+                "IPAM plugin {:?} not found in CNI_PATH {:?}",
+                ipam.plugin, env.path
+            )));
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| Error::io("create", &self.data_dir, e))?;
+        Ok(())
+    }
+
+    fn gc(&mut self, env: &Env, conf: &NetConf) -> Result<()> {
+        let valid = conf.valid_attachments.clone().ok_or_else(|| {
+            Error::Config(crate::config::ConfigError {
+                field: "cni.dev/valid-attachments".into(),
+                value: "<missing>".into(),
+                reason: "GC needs the list of attachments to keep".into(),
+            })
+        })?;
+        let mut errs = Vec::new();
+        for item in self.cache().list()? {
+            let entry = match item {
+                Ok(e) => e,
+                Err(x) => {
+                    errs.push(x);
+                    continue;
+                }
+            };
+            if entry.net_name != conf.name
+                || valid
+                    .iter()
+                    .any(|a| a.container_id == entry.container_id && a.ifname == entry.ifname)
+            {
+                continue;
+            }
+            crate::info!(
+                "GC: releasing stale attachment {}/{}",
+                entry.container_id,
+                entry.ifname
+            );
+            let stale_env = Env {
+                command: Command::Del,
+                container_id: entry.container_id.clone(),
+                ifname: entry.ifname.clone(),
+                netns: entry.netns.as_ref().map(PathBuf::from),
+                path: env.path.clone(),
+                args: Vec::new(),
+            };
+            let cfg = entry.config.clone();
+            if let Err(x) = self.release(&stale_env, &entry, &cfg) {
+                errs.push(x);
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Many(errs))
+        }
+    }
+}
