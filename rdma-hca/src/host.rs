@@ -65,8 +65,12 @@ impl Host {
 
     /// Read one RDMA device; `None` if absent.
     pub fn rdma_device(&self, name: &str) -> Result<Option<RdmaDevice>> {
-        let chars = char_devices(&self.root)?;
-        read_rdma_device(&self.root, name, &chars)
+        let Some(mut d) = read_rdma_device(&self.root, name)? else {
+            return Ok(None);
+        };
+        let mut chars = char_devices(&self.root, |_| None)?;
+        d.char_devices = chars.remove(name).unwrap_or_default();
+        Ok(Some(d))
     }
 
     /// The host's RDMA netns mode.
@@ -135,10 +139,9 @@ impl Host {
             }
         }
 
-        let chars = char_devices(root)?;
         let mut rdma_devices = BTreeMap::new();
         for name in list_dir(&root.join("sys/class/infiniband"))? {
-            if let Some(mut d) = read_rdma_device(root, &name, &chars)? {
+            if let Some(mut d) = read_rdma_device(root, &name)? {
                 if let Some(f) = d.pci_address.as_ref().and_then(|a| functions.get_mut(a)) {
                     f.rdma_devices.push(name.clone());
                 }
@@ -159,6 +162,21 @@ impl Host {
                 }
                 rdma_devices.insert(name, d);
             }
+        }
+        // Soft devices have no directory under the PCI function, so a function counts as
+        // having a sole RDMA device only by its own (`device`-linked) ones.
+        let mut own: BTreeMap<&PciAddress, Vec<&str>> = BTreeMap::new();
+        for d in rdma_devices.values().filter(|d| d.parent.is_none()) {
+            if let Some(pci) = &d.pci_address {
+                own.entry(pci).or_default().push(&d.name);
+            }
+        }
+        let mut chars = char_devices(root, |pci| match own.get(pci).map(Vec::as_slice) {
+            Some([only]) => Some(only.to_string()),
+            _ => None,
+        })?;
+        for (name, d) in rdma_devices.iter_mut() {
+            d.char_devices = chars.remove(name).unwrap_or_default();
         }
         Ok(Inventory {
             functions,

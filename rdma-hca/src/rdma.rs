@@ -86,7 +86,14 @@ pub fn read_netns_mode(root: &Path) -> Result<RdmaNetnsMode> {
 
 /// Char devices of every RDMA device, keyed by RDMA device name, from the
 /// `infiniband_verbs`, `infiniband_mad` and `infiniband_cm` classes.
-pub(crate) fn char_devices(root: &Path) -> Result<BTreeMap<String, RdmaCharDevices>> {
+///
+/// `sole_rdma_of` names the only RDMA device of a PCI function, when it has exactly one
+/// (mlx5 has one per function): a char device under that function's directory then
+/// belongs to it without reading its `ibdev` (three fewer syscalls per char device).
+pub(crate) fn char_devices(
+    root: &Path,
+    sole_rdma_of: impl Fn(&PciAddress) -> Option<String>,
+) -> Result<BTreeMap<String, RdmaCharDevices>> {
     let mut map: BTreeMap<String, RdmaCharDevices> = BTreeMap::new();
     // one listing of /dev/infiniband instead of a stat per node
     let nodes: std::collections::BTreeSet<String> = list_dir(&root.join("dev/infiniband"))?
@@ -102,7 +109,11 @@ pub(crate) fn char_devices(root: &Path) -> Result<BTreeMap<String, RdmaCharDevic
             let Some(real) = resolve_dir(root, &entry)? else {
                 continue;
             };
-            let Some(ibdev) = read_opt(&real.join("ibdev"))? else {
+            let sole = owning_pci(&real, class).and_then(|pci| sole_rdma_of(&pci));
+            let Some(ibdev) = (match sole {
+                Some(dev) => Some(dev),
+                None => read_opt(&real.join("ibdev"))?,
+            }) else {
                 continue; // abi_version and other class files
             };
             if !nodes.contains(&name) {
@@ -131,12 +142,8 @@ pub(crate) fn char_devices(root: &Path) -> Result<BTreeMap<String, RdmaCharDevic
     Ok(map)
 }
 
-/// Read `<root>/sys/class/infiniband/<name>`, taking its char devices from `chars`.
-pub(crate) fn read_rdma_device(
-    root: &Path,
-    name: &str,
-    chars: &BTreeMap<String, RdmaCharDevices>,
-) -> Result<Option<RdmaDevice>> {
+/// Read `<root>/sys/class/infiniband/<name>`; the caller fills `char_devices`.
+pub(crate) fn read_rdma_device(root: &Path, name: &str) -> Result<Option<RdmaDevice>> {
     let link = root.join("sys/class/infiniband").join(name);
     let Some(dir) = resolve_dir(root, &link)? else {
         return Ok(None);
@@ -156,6 +163,6 @@ pub(crate) fn read_rdma_device(
             Some(_) => None,
             None => read_opt(&dir.join("parent"))?.filter(|s| !s.is_empty()),
         },
-        char_devices: chars.get(name).cloned().unwrap_or_default(),
+        char_devices: RdmaCharDevices::default(),
     }))
 }
