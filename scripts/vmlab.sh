@@ -20,7 +20,7 @@ WORK="${VMLAB_WORK:-$TARGET/vmlab}"
 TIMEOUT="${VMLAB_TIMEOUT:-170}"
 T0=$(date +%s.%N)
 
-say() { echo "vmlab: $*" >&2; }
+say() { echo "vmlab: [$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%5.1f", b - a}')s] $*" >&2; }
 skip() {
     echo "skipped: $*"
     echo "0 passed, 0 failed"
@@ -163,6 +163,7 @@ if [ "${VMLAB_NO_BUILD:-0}" != 1 ]; then
 fi
 
 # ---------------------------------------------------------------- initramfs
+say "building the initramfs"
 IRD="$WORK/initramfs"
 rm -rf "$IRD"
 mkdir -p "$IRD"/{bin,sbin,usr/bin,usr/sbin,lib/x86_64-linux-gnu,lib64,proc,sys,dev,run,tmp,mnt/share,etc,root,opt/cni/bin,lib/vmlab}
@@ -280,6 +281,7 @@ if [ -z "$ACCEL" ]; then
 fi
 CPU=max
 [ "$ACCEL" = kvm ] && CPU=host
+echo "$ACCEL" >"$SHARE/accel"
 say "booting $KPKG ($KVER) in QEMU $(qemu-system-x86_64 --version | awk 'NR==1 {print $4}') accel=$ACCEL, timeout ${TIMEOUT}s"
 SERIAL="$WORK/serial.log"
 set +e
@@ -287,7 +289,7 @@ timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 \
     -machine q35,kernel-irqchip=split -accel "$ACCEL" -cpu "$CPU" -smp 2 -m 1024 \
     -nodefaults -display none -no-reboot -serial stdio -monitor none \
     -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$WORK/initramfs.cpio.gz" \
-    -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on iommu=pt" \
+    -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check intel_iommu=on iommu=pt" \
     -device intel-iommu,intremap=on,caching-mode=on \
     -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=02.0 \
     -device igb,id=pf0,bus=rp1,mac=52:54:00:12:34:56,netdev=n0 \
@@ -301,6 +303,7 @@ T1=$(date +%s.%N)
 WALL=$(awk -v a="$T0" -v b="$T1" 'BEGIN {printf "%.1f", b - a}')
 
 # ---------------------------------------------------------------- results
+say "QEMU exited ($qrc)"
 RES="$WORK/results.txt"
 {
     [ -f "$SHARE/out/results" ] && cat "$SHARE/out/results"

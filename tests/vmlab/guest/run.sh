@@ -3,6 +3,7 @@
 . /mnt/share/guest/lib.sh
 ONLY=$(cat /mnt/share/only 2>/dev/null)
 T_START=$(now_us)
+ACCEL_NOTE="guest on QEMU $(cat /mnt/share/accel 2>/dev/null)"
 . /mnt/share/guest/00-infra.sh
 for s in /mnt/share/guest/[1-9]*.sh; do
     [ -e "$s" ] || continue
