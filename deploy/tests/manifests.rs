@@ -53,27 +53,53 @@ fn configs(cm: &ConfigMap) -> BTreeMap<String, DevicePluginConfig> {
         .collect()
 }
 
-/// The config the daemon reads: the ConfigMap key that lands at --config-file.
-fn active_config(d: &Deployed) -> DevicePluginConfig {
-    let key = Path::new(DEFAULT_CONFIG_FILE)
+/// The daemon containers of the DaemonSet (those running /usr/bin/device-plugin).
+fn daemons(ds: &DaemonSet) -> Vec<&Container> {
+    pod_spec(ds)
+        .containers
+        .iter()
+        .filter(|c| c.command.as_deref() == Some(&["/usr/bin/device-plugin".to_owned()]))
+        .collect()
+}
+
+/// The config a daemon container reads: the ConfigMap key its --config-file (default
+/// /etc/pcidp/config.json) lands on, through the ConfigMap mounted at /etc/pcidp.
+fn config_of(d: &Deployed, c: &Container) -> (String, DevicePluginConfig) {
+    let file = arg_value(c, "--config-file").unwrap_or(DEFAULT_CONFIG_FILE.to_owned());
+    let dir = Path::new(DEFAULT_CONFIG_FILE).parent().unwrap();
+    assert_eq!(
+        Path::new(&file).parent(),
+        Some(dir),
+        "{}: config under {dir:?}",
+        c.name
+    );
+    let key = Path::new(&file)
         .file_name()
         .unwrap()
         .to_str()
-        .unwrap();
-    configs(&d.configmap)
-        .remove(key)
-        .expect("ConfigMap has the key the daemon reads")
+        .unwrap()
+        .to_owned();
+    let cfg = configs(&d.configmap)
+        .remove(&key)
+        .unwrap_or_else(|| panic!("{}: ConfigMap has no key {key}", c.name));
+    (key, cfg)
 }
 
-/// What the daemon serves with a config: the file's own resources, and for the
-/// sriov-network-device-plugin format the shared `rdma/hca` beside the VF pools (that
-/// format has no way to name it).
-fn served(cfg: &DevicePluginConfig) -> BTreeSet<String> {
-    let mut out: BTreeSet<String> = cfg.resources().iter().map(ToString::to_string).collect();
-    if cfg.format() == ConfigFormat::SriovDp {
-        out.insert("rdma/hca".into());
+/// Every resource the DaemonSet serves, with the container serving it; a resource served
+/// twice would make two sockets register the same name with kubelet.
+fn served_by(d: &Deployed) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for c in daemons(&d.daemonset) {
+        for r in config_of(d, c).1.resources() {
+            let prev = out.insert(r.to_string(), c.name.clone());
+            assert_eq!(prev, None, "{r} served by two containers");
+        }
     }
     out
+}
+
+fn served(d: &Deployed) -> BTreeSet<String> {
+    served_by(d).into_keys().collect()
 }
 
 fn pod_spec(ds: &DaemonSet) -> &k8s_openapi::api::core::v1::PodSpec {
@@ -167,7 +193,8 @@ fn unknown_fields_are_rejected_where_k8s_openapi_would_drop_them() {
             fields,
             [
                 "spec.updateStrategey",
-                "spec.template.spec.containers.0.volumeMounts.3.readonly"
+                "spec.template.spec.containers.0.volumeMounts.3.readonly",
+                "spec.template.spec.containers.1.volumeMounts.2.readonly"
             ]
         ),
         other => panic!("expected UnknownFields, got {other:?}"),
@@ -270,78 +297,124 @@ fn daemonset_host_paths_match_the_daemon_defaults() {
     let ds = &d.daemonset;
     let spec = pod_spec(ds);
     assert_eq!(spec.host_network, Some(true));
-    let c = container(&spec.containers, "device-plugin");
-
-    // The daemon runs with root "/" so each host path must be mounted at the same path.
+    let daemons = daemons(ds);
+    assert_eq!(
+        daemons.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["device-plugin", "rdma-shared"]
+    );
     let dp_dir = DEFAULT_DEVICE_PLUGIN_PATH.trim_end_matches('/');
     let devinfo = Path::new(DEVINFO_DP_DIR)
         .parent()
         .unwrap()
         .to_str()
         .unwrap();
-    for path in [dp_dir, PLUGINS_REGISTRY_DIR, devinfo, "/sys", "/dev"] {
-        assert_eq!(
-            host_path_at(ds, c, path).as_deref(),
-            Some(path),
-            "host path {path} mounted at itself"
-        );
-    }
     assert!(DEVINFO_DP_DIR.starts_with(&format!("{devinfo}/")));
-
-    // Flags: the defaults, spelt out.
-    assert_eq!(
-        arg_value(c, "--config-file").as_deref(),
-        Some(DEFAULT_CONFIG_FILE)
-    );
-    assert_eq!(
-        arg_value(c, "--device-plugin-path")
-            .map(|p| p.trim_end_matches('/').to_owned())
-            .as_deref(),
-        Some(dp_dir)
-    );
-
-    // /etc/pcidp is the ConfigMap, and that ConfigMap is the one in deploy/.
     let cfg_dir = Path::new(DEFAULT_CONFIG_FILE)
         .parent()
         .unwrap()
         .to_str()
         .unwrap();
-    let m = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.mount_path == cfg_dir)
-        .expect("config mount");
-    assert!(
-        m.sub_path.is_none(),
-        "a subPath mount would not see ConfigMap updates"
-    );
-    let v = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == m.name)
-        .unwrap();
-    assert_eq!(
-        v.config_map.as_ref().unwrap().name,
-        d.configmap.metadata.name.clone().unwrap()
-    );
-    assert_eq!(ds.metadata.namespace, d.configmap.metadata.namespace);
-
-    // Read-only where the daemon only reads.
-    for path in ["/sys", "/dev", cfg_dir] {
+    for c in daemons {
+        // The daemon runs with root "/", so each host path is mounted at itself.
+        let mut paths = vec![dp_dir, PLUGINS_REGISTRY_DIR, "/sys", "/dev"];
+        let (key, cfg) = config_of(&d, c);
+        if cfg.format() == ConfigFormat::SriovDp {
+            paths.push(devinfo); // VF pools write device-info files
+        }
+        for path in paths {
+            assert_eq!(
+                host_path_at(ds, c, path).as_deref(),
+                Some(path),
+                "{}: host path {path} mounted at itself",
+                c.name
+            );
+        }
+        // Flags: the defaults, spelt out (the config file differs per container).
+        assert_eq!(
+            arg_value(c, "--device-plugin-path")
+                .map(|p| p.trim_end_matches('/').to_owned())
+                .as_deref(),
+            Some(dp_dir)
+        );
+        if c.name == "device-plugin" {
+            assert_eq!(key, "config.json");
+            assert_eq!(
+                arg_value(c, "--config-file").as_deref(),
+                Some(DEFAULT_CONFIG_FILE)
+            );
+        }
+        // /etc/pcidp is the ConfigMap of deploy/, whole (a subPath would miss updates).
         let m = c
             .volume_mounts
             .iter()
             .flatten()
-            .find(|m| m.mount_path == path)
+            .find(|m| m.mount_path == cfg_dir)
+            .expect("config mount");
+        assert!(m.sub_path.is_none(), "{}: subPath", c.name);
+        let v = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == m.name)
             .unwrap();
-        assert_eq!(m.read_only, Some(true), "{path} read-only");
+        assert_eq!(
+            v.config_map.as_ref().unwrap().name,
+            d.configmap.metadata.name.clone().unwrap()
+        );
+        // Read-only where the daemon only reads.
+        for path in ["/sys", "/dev", cfg_dir] {
+            let m = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.mount_path == path)
+                .unwrap();
+            assert_eq!(m.read_only, Some(true), "{}: {path} read-only", c.name);
+        }
+    }
+    assert_eq!(ds.metadata.namespace, d.configmap.metadata.namespace);
+}
+
+#[test]
+fn liveness_probes_check_exactly_the_sockets_each_container_serves() {
+    let d = deployed();
+    for c in daemons(&d.daemonset) {
+        let probe = c
+            .liveness_probe
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: liveness probe", c.name));
+        assert!(probe.period_seconds.unwrap_or(10) >= 10);
+        let cmd = probe
+            .exec
+            .as_ref()
+            .and_then(|e| e.command.clone())
+            .expect("exec probe");
+        assert_eq!(cmd[..3], ["/bin/busybox", "sh", "-c"]);
+        let script = &cmd[3];
+        let dp_dir = DEFAULT_DEVICE_PLUGIN_PATH.trim_end_matches('/');
+        assert!(script.starts_with(&format!("cd {dp_dir} &&")), "{script}");
+        let tested: BTreeSet<&str> = script
+            .split("&&")
+            .filter_map(|s| s.trim().strip_prefix("test -S "))
+            .collect();
+        // The daemon's socket name for a resource: <prefix>_<name>.sock.
+        let expected: BTreeSet<String> = config_of(&d, c)
+            .1
+            .resources()
+            .iter()
+            .map(|r| format!("{}_{}.sock", r.prefix, r.name))
+            .collect();
+        assert_eq!(
+            tested,
+            expected.iter().map(String::as_str).collect(),
+            "{}",
+            c.name
+        );
     }
 }
 
 #[test]
-fn daemonset_runs_on_mellanox_nodes_with_requests_and_a_probe() {
+fn daemonset_runs_on_mellanox_nodes_with_requests_and_one_image() {
     let d = deployed();
     let spec = pod_spec(&d.daemonset);
     let sel = spec.node_selector.as_ref().unwrap();
@@ -355,7 +428,7 @@ fn daemonset_runs_on_mellanox_nodes_with_requests_and_a_probe() {
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .collect();
-    assert_eq!(all.len(), 2);
+    assert_eq!(all.len(), 3);
     for c in &all {
         let req = c
             .resources
@@ -377,18 +450,9 @@ fn daemonset_runs_on_mellanox_nodes_with_requests_and_a_probe() {
         assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
         assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
     }
-    let c = container(&spec.containers, "device-plugin");
-    let probe = c.liveness_probe.as_ref().expect("liveness probe");
-    let cmd = probe
-        .exec
-        .as_ref()
-        .and_then(|e| e.command.clone())
-        .expect("exec probe");
-    assert!(!cmd.is_empty());
-    assert!(probe.period_seconds.unwrap_or(10) >= 10);
-    // One image for both containers, so the installed `sriov` matches the daemon.
-    let init = container(spec.init_containers.as_deref().unwrap(), "install-cni");
-    assert_eq!(init.image, c.image);
+    // One image for all containers, so the installed `sriov` matches the daemon.
+    let images: BTreeSet<_> = all.iter().map(|c| c.image.clone()).collect();
+    assert_eq!(images.len(), 1, "{images:?}");
 }
 
 #[test]
@@ -439,8 +503,23 @@ fn init_container_installs_sriov_atomically() {
 #[test]
 fn nad_resource_names_are_pools_the_daemon_serves() {
     let d = deployed();
-    let active = active_config(&d);
-    let served = served(&active);
+    let served = served(&d);
+    // Every VF pool of every daemon container's config, by full name.
+    let pools: BTreeMap<String, SriovDpPool> = daemons(&d.daemonset)
+        .into_iter()
+        .filter_map(|c| match config_of(&d, c).1 {
+            DevicePluginConfig::SriovDp(dp) => Some(dp.resource_list),
+            _ => None,
+        })
+        .flatten()
+        .map(|p| {
+            let prefix = p
+                .resource_prefix
+                .as_deref()
+                .unwrap_or(SRIOVDP_DEFAULT_PREFIX);
+            (format!("{prefix}/{}", p.resource_name), p)
+        })
+        .collect();
     let mut with_resource = 0;
     for nad in &d.nads {
         let conf = NetConf::parse(nad.name(), &nad.spec.config).unwrap();
@@ -448,30 +527,17 @@ fn nad_resource_names_are_pools_the_daemon_serves() {
             (NetConf::Sriov(c), Some(res)) => {
                 with_resource += 1;
                 assert_eq!(c.plugin_type, CNI_BINARY);
+                assert_eq!(c.name, nad.name(), "network name = NAD name");
                 assert!(
                     served.contains(res),
                     "{}: {res} not in {served:?}",
                     nad.name()
                 );
                 // A VF pool, and one whose VFs have netdevs: the CNI moves a netdev.
-                let DevicePluginConfig::SriovDp(dp) = &active else {
-                    panic!("VF pools come from resourceList")
-                };
-                let pool = dp
-                    .resource_list
-                    .iter()
-                    .find(|p| {
-                        format!(
-                            "{}/{}",
-                            p.resource_prefix
-                                .as_deref()
-                                .unwrap_or(SRIOVDP_DEFAULT_PREFIX),
-                            p.resource_name
-                        ) == res
-                    })
-                    .unwrap();
+                let pool = pools
+                    .get(res)
+                    .unwrap_or_else(|| panic!("{res} is not a VF pool"));
                 assert_ne!(pool.device_type, Some(DeviceType::Accelerator), "{res}");
-                assert_eq!(c.name, nad.name(), "network name = NAD name");
             }
             (NetConf::Sriov(_), None) => panic!("{}: sriov NAD without resourceName", nad.name()),
             (NetConf::Macvlan(_), res) => assert_eq!(res, None),
@@ -479,7 +545,7 @@ fn nad_resource_names_are_pools_the_daemon_serves() {
     }
     assert_eq!(with_resource, 2);
     // The prefix defaulting is real: the pool in the NADs has none in config.json.
-    assert!(served.contains("intel.com/mlnx_sriov_rdma"));
+    assert!(pools["intel.com/mlnx_sriov_rdma"].resource_prefix.is_none());
 }
 
 #[test]
@@ -541,7 +607,7 @@ fn nads_cover_plain_vlan_and_the_seed_macvlan() {
 #[test]
 fn pods_ask_for_served_resources_and_existing_networks() {
     let d = deployed();
-    let served = served(&active_config(&d));
+    let served = served(&d);
     let nads: BTreeMap<(String, String), &NetworkAttachmentDefinition> = d
         .nads
         .iter()
@@ -773,4 +839,141 @@ fn networks_annotation_forms() {
     assert!(parse_networks_annotation("p", r#"[{"name":"a","intreface":"net1"}]"#).is_err());
     assert!(parse_networks_annotation("p", "a,@net1").is_err());
     assert!(parse_networks_annotation("p", "a@").is_err());
+}
+
+/// `(package, binary)` pairs of the workspace, from `cargo metadata`.
+fn workspace_binaries() -> BTreeSet<(String, String)> {
+    let cargo = std::env::var("CARGO").unwrap_or("cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(deploy_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut bins = BTreeSet::new();
+    for p in meta["packages"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            if t["kind"].as_array().unwrap().iter().any(|k| k == "bin") {
+                bins.insert((
+                    p["name"].as_str().unwrap().to_owned(),
+                    t["name"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    bins
+}
+
+/// Files the final stage of the Containerfile puts in the image: `install -D ... /out/X`
+/// lines of the stages it copies `/out/` from.
+fn image_files(containerfile: &str) -> BTreeSet<String> {
+    let stages: Vec<&str> = containerfile.split("\nFROM ").collect();
+    let last = stages.last().unwrap();
+    assert!(last.starts_with("scratch"), "runtime stage is FROM scratch");
+    let copied: BTreeSet<&str> = last
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY --from="))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    let mut files = BTreeSet::new();
+    for stage in &stages[..stages.len() - 1] {
+        let name = stage
+            .lines()
+            .next()
+            .unwrap()
+            .split(" AS ")
+            .nth(1)
+            .unwrap_or_default()
+            .trim();
+        if copied.contains(name) {
+            for word in stage.split_whitespace() {
+                if let Some(f) = word.strip_prefix("/out/") {
+                    files.insert(format!("/{f}"));
+                }
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn image_holds_the_workspace_binaries_the_daemonset_runs() {
+    let text = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
+    let files = image_files(&text);
+    assert_eq!(
+        files,
+        BTreeSet::from([
+            "/usr/bin/device-plugin".to_owned(),
+            "/usr/bin/sriov".to_owned(),
+            "/bin/busybox".to_owned()
+        ])
+    );
+    // Every `-p PKG` built is a workspace package, and each /usr/bin file is one of its
+    // binaries, built for the static target it is copied from.
+    let bins = workspace_binaries();
+    let built: Vec<&str> = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "-p")
+        .map(|w| w[1])
+        .collect();
+    assert_eq!(built, ["device-plugin", "sriov-cni"]);
+    for f in files.iter().filter_map(|f| f.strip_prefix("/usr/bin/")) {
+        assert!(
+            bins.iter()
+                .any(|(p, b)| b == f && built.contains(&p.as_str())),
+            "{f} is not a binary of {built:?}: {bins:?}"
+        );
+        assert!(text.contains(&format!(
+            "target/x86_64-unknown-linux-musl/release/{f} /out/usr/bin/{f}"
+        )));
+    }
+    assert!(bins.contains(&("sriov-cni".to_owned(), CNI_BINARY.to_owned())));
+    // Each program the DaemonSet starts (command[0], probe command[0]) is in the image.
+    let d = deployed();
+    let spec = pod_spec(&d.daemonset);
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        let mut progs = vec![c.command.as_ref().unwrap()[0].clone()];
+        if let Some(cmd) = c
+            .liveness_probe
+            .as_ref()
+            .and_then(|p| p.exec.as_ref())
+            .and_then(|e| e.command.clone())
+        {
+            progs.push(cmd[0].clone());
+        }
+        for p in progs {
+            assert!(
+                files.contains(&p),
+                "{}: {p} not in the image {files:?}",
+                c.name
+            );
+        }
+    }
+    // The init container copies the image's sriov.
+    let init = container(spec.init_containers.as_deref().unwrap(), "install-cni");
+    assert!(
+        init.command
+            .as_ref()
+            .unwrap()
+            .last()
+            .unwrap()
+            .contains(&format!("cp /usr/bin/{CNI_BINARY} "))
+    );
 }
