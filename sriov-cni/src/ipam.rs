@@ -69,8 +69,15 @@ fn exec_once(bin: &Path, call: &Call<'_>, stdin: &[u8]) -> Result<(bool, Vec<u8>
         .spawn()
         .map_err(|err| Error::io("execute IPAM plugin", bin, err))?;
     if let Some(mut si) = child.stdin.take() {
-        si.write_all(stdin)
-            .map_err(|err| Error::io("write stdin of", bin, err))?;
+        // A plugin may exit (with an error JSON) before reading all of stdin.
+        match si.write_all(stdin) {
+            Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::io("write stdin of", bin, err));
+            }
+            _ => {}
+        }
     }
     let out = child
         .wait_with_output()

@@ -1,0 +1,399 @@
+//! Shared helpers for the privileged tests: throwaway network namespaces (removed on
+//! drop, also when a test fails), a fixture sysfs whose VF netdevs are real veths in a
+//! test-owned "host" netns, and a runner for the real `sriov` binary.
+//!
+//! Nothing here touches the machine's own netns: the binary runs under
+//! `nsenter --net=/run/netns/<test host netns>`, pods are other test netns.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
+
+use serde_json::{Value, json};
+use simhost::{PfSpec, SimHost, VfBinding};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sriov");
+pub const CNI_PATH: &str = "/usr/lib/cni";
+
+/// Whether privileged tests can run here (root, iproute2, nsenter, host-local).
+pub fn can_run() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let tools = Path::new("/usr/bin/nsenter").exists()
+        && Command::new("ip").arg("-V").output().is_ok()
+        && Path::new(CNI_PATH).join("host-local").exists();
+    if !(root && tools) {
+        eprintln!("skipped: needs root, iproute2, nsenter and {CNI_PATH}/host-local");
+    }
+    root && tools
+}
+
+/// A short id unique in this machine for names (interfaces max 15 chars).
+pub fn uid() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}", (std::process::id() % 0x1000) * 0x100 + n % 0x100)
+}
+
+pub fn ip(args: &[&str]) -> std::process::Output {
+    Command::new("ip").args(args).output().unwrap()
+}
+
+pub fn ip_ok(args: &[&str]) {
+    let o = ip(args);
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A named netns (`ip netns add`), deleted on drop.
+pub struct Ns {
+    pub name: String,
+    pub deleted: bool,
+}
+
+impl Ns {
+    pub fn new(name: String) -> Ns {
+        ip_ok(&["netns", "add", &name]);
+        ip_ok(&["-n", &name, "link", "set", "lo", "up"]);
+        Ns {
+            name,
+            deleted: false,
+        }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    pub fn delete(&mut self) {
+        if !self.deleted {
+            let _ = ip(&["netns", "del", &self.name]);
+            self.deleted = true;
+        }
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// One link's identity as the tests compare it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LinkView {
+    pub name: String,
+    pub mac: String,
+    pub mtu: u64,
+    pub up: bool,
+}
+
+pub fn links(ns: &str) -> Vec<LinkView> {
+    let o = ip(&["-n", ns, "-j", "link", "show"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(json!([]));
+    let mut out: Vec<LinkView> = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|l| LinkView {
+            name: l["ifname"].as_str().unwrap_or("").to_string(),
+            mac: l["address"].as_str().unwrap_or("").to_string(),
+            mtu: l["mtu"].as_u64().unwrap_or(0),
+            up: l["flags"]
+                .as_array()
+                .map(|f| f.iter().any(|x| x == "UP"))
+                .unwrap_or(false),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn addrs(ns: &str, dev: &str) -> Vec<String> {
+    let o = ip(&["-n", ns, "-j", "addr", "show", "dev", dev]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(json!([]));
+    let mut out = Vec::new();
+    for l in v.as_array().cloned().unwrap_or_default() {
+        for a in l["addr_info"].as_array().cloned().unwrap_or_default() {
+            if a["scope"] == "global" {
+                out.push(format!(
+                    "{}/{}",
+                    a["local"].as_str().unwrap(),
+                    a["prefixlen"]
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The outcome of one plugin run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub out: Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> &Value {
+        assert_eq!(
+            self.code, 0,
+            "stdout {} stderr {}",
+            self.stdout, self.stderr
+        );
+        &self.out
+    }
+
+    pub fn err_code(&self) -> u64 {
+        assert_ne!(self.code, 0, "expected failure, got {}", self.stdout);
+        self.out["code"].as_u64().unwrap_or(0)
+    }
+
+    pub fn msg(&self) -> String {
+        self.out["msg"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// A test host: fixture sysfs with one PF of `nvf` VFs whose netdevs are veths in a
+/// private "host" netns, a fake VF state file, a data dir and an IPAM dir.
+pub struct Lab {
+    pub id: String,
+    pub tmp: tempfile::TempDir,
+    pub sim: SimHost,
+    pub host: Ns,
+    pub pods: Vec<Ns>,
+    pub pf: String,
+    pub nvf: u32,
+    pub ipam_dir: PathBuf,
+}
+
+impl Lab {
+    pub fn new(nvf: u32) -> Lab {
+        Lab::with_bindings(vec![VfBinding::Mlx5; nvf as usize])
+    }
+
+    pub fn with_bindings(bindings: Vec<VfBinding>) -> Lab {
+        let id = uid();
+        let tmp = tempfile::tempdir().unwrap();
+        let pf = format!("p{id}");
+        let nvf = bindings.len() as u32;
+        let spec = PfSpec {
+            bus: "0000:3b".into(),
+            devfn: 0,
+            first_vf_devfn: 2,
+            netdev: pf.clone(),
+            vf_netdev_prefix: format!("v{id}x"),
+            device: "101d".into(),
+            vf_device: "101e".into(),
+            numa_node: 0,
+            link_type: 1,
+            total_vfs: 16,
+            vfs: bindings.clone(),
+            up: true,
+        };
+        let sim = SimHost::create_with(tmp.path().join("root"), vec![spec], None).unwrap();
+        let host = Ns::new(format!("sriovt-{id}-h"));
+        for (i, b) in bindings.iter().enumerate() {
+            if *b == VfBinding::Mlx5 {
+                let name = sim.vf_netdev(0, i as u32);
+                let peer = format!("r{id}x{i}");
+                ip_ok(&[
+                    "-n", &host.name, "link", "add", &name, "type", "veth", "peer", "name", &peer,
+                ]);
+                ip_ok(&["-n", &host.name, "link", "set", &peer, "up"]);
+            }
+        }
+        let ipam_dir = tmp.path().join("ipam");
+        std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+        let mut st = sriov_cni::fake::FakeState::default();
+        for i in 0..nvf {
+            st.vfs
+                .insert(format!("{pf}/{i}"), sriov_cni::sriov::VfState::default());
+        }
+        st.store(&tmp.path().join("fake-vf.json")).unwrap();
+        Lab {
+            id,
+            tmp,
+            sim,
+            host,
+            pods: Vec::new(),
+            pf,
+            nvf,
+            ipam_dir,
+        }
+    }
+
+    pub fn vf_pci(&self, vf: u32) -> String {
+        self.sim.vf_address(0, vf)
+    }
+
+    pub fn vf_name(&self, vf: u32) -> String {
+        self.sim.vf_netdev(0, vf)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    pub fn fake_path(&self) -> PathBuf {
+        self.tmp.path().join("fake-vf.json")
+    }
+
+    pub fn fake(&self) -> sriov_cni::fake::FakeState {
+        sriov_cni::fake::FakeState::load(&self.fake_path()).unwrap()
+    }
+
+    pub fn set_fail(&self, step: Option<(&str, i32)>) {
+        let mut st = self.fake();
+        st.fail.clear();
+        if let Some((s, e)) = step {
+            st.fail.insert(s.into(), e);
+        }
+        st.store(&self.fake_path()).unwrap();
+    }
+
+    /// Add a pod netns; returns its index in `pods`.
+    pub fn pod(&mut self) -> usize {
+        let n = self.pods.len();
+        self.pods.push(Ns::new(format!("sriovt-{}-p{n}", self.id)));
+        n
+    }
+
+    pub fn pod_path(&self, i: usize) -> String {
+        self.pods[i].path()
+    }
+
+    /// A network config for VF `vf`.
+    pub fn conf(&self, version: &str, vf: u32, extra: Value) -> Value {
+        let mut c = json!({
+            "cniVersion": version,
+            "name": format!("net{}", self.id),
+            "type": "sriov",
+            "deviceID": self.vf_pci(vf),
+            "logLevel": "debug",
+            "ipam": {
+                "type": "host-local",
+                "subnet": "10.77.0.0/16",
+                "gateway": "10.77.0.1",
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": self.ipam_dir.display().to_string()
+            }
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    /// Run the binary in the host netns with the lab's environment plus `env`.
+    pub fn run_env(&self, env: &[(&str, &str)], stdin: &Value) -> Run {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.host.path()))
+            .arg("--")
+            .arg(BIN)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("SRIOV_CNI_SYSFS_ROOT", self.sim.root())
+            .env("SRIOV_CNI_DATA_DIR", self.data_dir())
+            .env("SRIOV_CNI_FAKE_VF_STATE", self.fake_path())
+            .env("CNI_PATH", CNI_PATH);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut si = child.stdin.take().unwrap();
+            si.write_all(stdin.to_string().as_bytes()).unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            out: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
+            stdout,
+            stderr: String::from_utf8_lossy(&o.stderr).to_string(),
+        }
+    }
+
+    /// Run a command for container `cid`, interface `ifname`, netns `netns`.
+    pub fn run(&self, cmd: &str, cid: &str, ifname: &str, netns: &str, conf: &Value) -> Run {
+        self.run_env(
+            &[
+                ("CNI_COMMAND", cmd),
+                ("CNI_CONTAINERID", cid),
+                ("CNI_IFNAME", ifname),
+                ("CNI_NETNS", netns),
+            ],
+            conf,
+        )
+    }
+
+    /// Everything a failed ADD must leave as it found: host links (names, MACs, MTUs,
+    /// state), VF state, cache files, lock owner records, IPAM leases.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut files = Vec::new();
+        for d in [self.data_dir(), self.data_dir().join("lock")] {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().to_string();
+                // the lock files themselves stay (empty); what matters is records
+                if e.file_type().unwrap().is_file()
+                    && (d == self.data_dir() || n.ends_with(".owner"))
+                {
+                    files.push(n);
+                }
+            }
+        }
+        files.sort();
+        let mut leases = Vec::new();
+        for e in walk(&self.ipam_dir) {
+            let n = e.file_name().unwrap().to_string_lossy().to_string();
+            if n.parse::<std::net::IpAddr>().is_ok() {
+                leases.push(n);
+            }
+        }
+        leases.sort();
+        Snapshot {
+            links: links(&self.host.name),
+            vfs: self.fake().vfs,
+            rdma: self.fake().rdma,
+            files,
+            leases,
+        }
+    }
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub links: Vec<LinkView>,
+    pub vfs: BTreeMap<String, sriov_cni::sriov::VfState>,
+    pub rdma: BTreeMap<String, u64>,
+    pub files: Vec<String>,
+    pub leases: Vec<String>,
+}
