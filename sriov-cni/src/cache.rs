@@ -50,6 +50,9 @@ pub struct CacheEntry {
     pub vf_index: u32,
     /// The VF netdev as found on the host (`None` in DPDK mode).
     pub link: Option<HostLink>,
+    /// The VF netdev's ifindex in the pod when the kernel could not keep the host one.
+    #[serde(default)]
+    pub pod_index: Option<u32>,
     /// MAC set on the netdev in the pod.
     pub set_mac: Option<Mac>,
     /// MTU set on the netdev in the pod.
@@ -58,6 +61,10 @@ pub struct CacheEntry {
     pub vf_orig: VfState,
     /// The VF settings ADD applies, in order.
     pub vf_planned: Vec<VfSetting>,
+    /// Settings an earlier attachment of this VF changed and never restored (its DEL
+    /// never came); restored on DEL together with `vf_planned`.
+    #[serde(default)]
+    pub vf_inherited: Vec<VfSetting>,
     /// RDMA devices moved into the pod (exclusive RDMA netns mode).
     pub rdma: Vec<String>,
     /// The IPAM plugin used, if any.

@@ -35,15 +35,20 @@ struct Progress {
     vf_applied: Vec<VfSetting>,
     rdma_moved: Vec<String>,
     link_moved: bool,
+    /// The VF netdev's ifindex in the pod, when known.
+    pod_index: Option<u32>,
     ipam_done: bool,
 }
 
 impl Progress {
     fn everything(e: &CacheEntry) -> Progress {
+        let mut vf_applied = e.vf_inherited.clone();
+        vf_applied.extend(e.vf_planned.iter().cloned());
         Progress {
-            vf_applied: e.vf_planned.clone(),
+            vf_applied,
             rdma_moved: e.rdma.clone(),
             link_moved: e.link.is_some(),
+            pod_index: e.pod_index.or(e.link.as_ref().map(|l| l.index)),
             ipam_done: e.ipam.is_some(),
         }
     }
@@ -187,7 +192,8 @@ impl Plugin<'_> {
         };
         let current = self.vf.vf_state(&target.pf_netdev, target.vf_index)?;
         let mut vf_orig = current.clone();
-        let mut link_orig = host_link;
+        let mut link_orig = host_link.clone();
+        let mut inherited = Vec::new();
         // An earlier attachment that never got its DEL: restore to what it found.
         if let Some(o) = &owner_prev
             && (o.container_id != env.container_id || o.ifname != env.ifname)
@@ -200,10 +206,23 @@ impl Plugin<'_> {
                 o.ifname
             );
             vf_orig = old.vf_orig.clone();
+            inherited = old.vf_inherited.clone();
+            inherited.extend(old.vf_planned.iter().cloned());
             if let (Some(l), Some(ol)) = (link_orig.as_mut(), old.link.as_ref()) {
                 l.name = ol.name.clone();
                 l.mac = ol.mac;
                 l.mtu = ol.mtu;
+            }
+        }
+        let vf_planned = planned_settings(conf, &current, &vf_orig);
+        let mut vf_inherited: Vec<VfSetting> = Vec::new();
+        for s in inherited {
+            let covered = vf_planned
+                .iter()
+                .chain(vf_inherited.iter())
+                .any(|p| p.name() == s.name());
+            if !covered {
+                vf_inherited.push(s);
             }
         }
         let entry = CacheEntry {
@@ -215,9 +234,11 @@ impl Plugin<'_> {
             pf: target.pf_netdev.clone(),
             vf_index: target.vf_index,
             link: link_orig,
+            pod_index: None,
             set_mac: conf.mac,
             set_mtu: conf.mtu,
-            vf_planned: planned_settings(conf, &current, &vf_orig),
+            vf_planned,
+            vf_inherited,
             vf_orig,
             rdma: if rdma_exclusive {
                 target.rdma.clone()
@@ -234,7 +255,17 @@ impl Plugin<'_> {
         }))?;
 
         let mut p = Progress::default();
-        let out = self.add_steps(env, conf, &target, &entry, &netns, &home, &mut rtnl, &mut p);
+        let out = self.add_steps(
+            env,
+            conf,
+            &target,
+            &entry,
+            host_link.as_ref(),
+            &netns,
+            &home,
+            &mut rtnl,
+            &mut p,
+        );
         match out {
             Ok(v) => {
                 crate::info!(
@@ -278,6 +309,7 @@ impl Plugin<'_> {
         conf: &NetConf,
         target: &VfTarget,
         entry: &CacheEntry,
+        cur_link: Option<&HostLink>,
         netns: &Netns,
         home: &Netns,
         rtnl: &mut Rtnl,
@@ -318,7 +350,7 @@ impl Plugin<'_> {
             ..Default::default()
         };
         let mut pod: Option<(Rtnl, u32)> = None;
-        if let Some(l) = &entry.link {
+        if let Some(l) = cur_link {
             let mut change = LinkChange {
                 index: l.index,
                 netns_fd: Some(netns.raw_fd()),
@@ -328,20 +360,35 @@ impl Plugin<'_> {
                 mtu: conf.mtu.filter(|m| *m != l.mtu),
                 up: None,
             };
+            // With IFLA_NEW_IFINDEX the VF keeps its ifindex in the pod, which identifies
+            // it there even if the rename fails after the move.
             p.link_moved = true;
+            p.pod_index = Some(l.index);
+            let mut prtnl = netns
+                .run(home, Rtnl::new)
+                .map_err(|e| Error::Other(e.to_string()))??;
             let kept_index = match rtnl.set_link(&change, &l.name) {
                 Ok(()) => true,
                 Err(e) if e.errno == Some(libc::EBUSY) => {
-                    // Its ifindex is taken in the pod: let the kernel pick one.
+                    // Its ifindex is taken in the pod (nothing changed): check the name
+                    // is free, then let the kernel pick an index.
+                    p.link_moved = false;
+                    p.pod_index = None;
+                    if prtnl.link_by_name(&env.ifname)?.is_some() {
+                        return Err(crate::netlink::NlError::errno(
+                            "move VF netdev into",
+                            format!("{ns_path} as {}", env.ifname),
+                            libc::EEXIST,
+                        )
+                        .into());
+                    }
                     change.new_ifindex = None;
+                    p.link_moved = true;
                     rtnl.set_link(&change, &l.name)?;
                     false
                 }
                 Err(e) => return Err(e.into()),
             };
-            let mut prtnl = netns
-                .run(home, Rtnl::new)
-                .map_err(|e| Error::Other(e.to_string()))??;
             let index = if kept_index {
                 l.index
             } else {
@@ -355,6 +402,12 @@ impl Plugin<'_> {
                     })?
                     .index
             };
+            if !kept_index {
+                p.pod_index = Some(index);
+                let mut e2 = entry.clone();
+                e2.pod_index = Some(index);
+                self.cache().store(&e2)?;
+            }
             iface.mac = conf.mac.or(l.mac).map(|m| m.to_string());
             iface.mtu = Some(conf.mtu.unwrap_or(l.mtu));
             pod = Some((prtnl, index));
@@ -362,12 +415,13 @@ impl Plugin<'_> {
         }
         let mut ipam_result = CniResult::default();
         if let Some(plugin) = &entry.ipam {
-            p.ipam_done = true;
             let call = ipam::Call {
                 command: Command::Add,
                 env,
             };
+            // A failed IPAM ADD cleans up after itself (spec); ours starts after it.
             ipam_result = ipam::exec(plugin, &call, &conf.raw)?.unwrap_or_default();
+            p.ipam_done = true;
             fault(self.vf, "ipam")?;
         }
         if let Some((prtnl, index)) = pod.as_mut() {
@@ -465,7 +519,7 @@ impl Plugin<'_> {
         }
         if p.link_moved
             && let Some(l) = &e.link
-            && let Err(x) = self.restore_link(e, l, netns, home)
+            && let Err(x) = self.restore_link(e, l, p.pod_index, netns, home)
         {
             errs.push(x);
         }
@@ -500,6 +554,7 @@ impl Plugin<'_> {
         &mut self,
         e: &CacheEntry,
         l: &HostLink,
+        pod_index: Option<u32>,
         netns: Option<&Netns>,
         home: &Netns,
     ) -> Result<()> {
@@ -507,10 +562,19 @@ impl Plugin<'_> {
             let mut pod = ns
                 .run(home, Rtnl::new)
                 .map_err(|x| Error::Other(x.to_string()))??;
-            let found = match pod.link_by_name(&e.ifname)? {
-                Some(f) => Some(f),
-                None => pod.link_by_name(&l.name)?,
-            };
+            // Only our VF: a same-named link with another ifindex belongs to someone else
+            // (e.g. the interface that made our rename fail).
+            let mut found = None;
+            // With the index unknown (a rename that failed after a move that could not
+            // keep it), only the host name left on it identifies the VF.
+            for n in [&e.ifname, &l.name] {
+                if let Some(f) = pod.link_by_name(n)?
+                    && (pod_index == Some(f.index) || (pod_index.is_none() && f.name == l.name))
+                {
+                    found = Some(f);
+                    break;
+                }
+            }
             if let Some(f) = found {
                 let change = LinkChange {
                     index: f.index,

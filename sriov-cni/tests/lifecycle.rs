@@ -102,3 +102,454 @@ fn add_check_del_every_version() {
         assert_eq!(lab.snapshot(), before, "after second DEL in {v}");
     }
 }
+
+fn full_conf(lab: &Lab, vf: u32) -> Value {
+    lab.conf(
+        "1.0.0",
+        vf,
+        json!({"vlan": 100, "vlanQoS": 2, "mac": "0c:42:a1:aa:bb:01", "min_tx_rate": 10, "max_tx_rate": 100,
+               "spoofchk": "off", "trust": "on", "link_state": "disable", "mtu": 1400}),
+    )
+}
+
+#[test]
+fn add_failure_at_every_step_leaves_no_trace() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    // A VF that already had a non-default state (vlan 7, trust on) must get it back.
+    let mut st = lab.fake();
+    let key = format!("{}/0", lab.pf);
+    st.vfs.get_mut(&key).unwrap().vlan = 7;
+    st.vfs.get_mut(&key).unwrap().trust = true;
+    st.store(&lab.fake_path()).unwrap();
+    let pod = lab.pod();
+    let ns = lab.pod_path(pod);
+    let conf = full_conf(&lab, 0);
+    let before = lab.snapshot();
+    let pod_before = links(&lab.pods[pod].name);
+    // (step, errno, expected code, text the message must contain)
+    let cases: Vec<(String, i32, u64, String)> = {
+        let mut v = vec![
+            (
+                "vf:vlan".to_string(),
+                libc::EPROTONOSUPPORT,
+                102,
+                "vlan=100 vlanQoS=2".to_string(),
+            ),
+            (
+                "vf:mac".into(),
+                libc::EOPNOTSUPP,
+                102,
+                "mac=0c:42:a1:aa:bb:01".into(),
+            ),
+            (
+                "vf:rate".into(),
+                libc::EINVAL,
+                102,
+                "min_tx_rate=10 max_tx_rate=100".into(),
+            ),
+            (
+                "vf:spoofchk".into(),
+                libc::EOPNOTSUPP,
+                102,
+                "spoofchk=off".into(),
+            ),
+            (
+                "vf:link_state".into(),
+                libc::EOPNOTSUPP,
+                102,
+                "link_state=disable".into(),
+            ),
+            ("cache".into(), libc::EIO, 100, "cache".into()),
+        ];
+        // trust is already on: not planned, so no trust step.
+        for s in ["vlan", "mac", "rate", "spoofchk", "link_state"] {
+            v.push((
+                format!("after:vf:{s}"),
+                libc::EIO,
+                100,
+                format!("after:vf:{s}"),
+            ));
+        }
+        for s in ["move", "ipam", "addresses", "up", "routes", "result"] {
+            v.push((s.to_string(), libc::EIO, 100, s.to_string()));
+        }
+        v
+    };
+    for (i, (step, errno, code, text)) in cases.iter().enumerate() {
+        lab.set_fail(Some((step, *errno)));
+        let r = lab.run("ADD", &format!("f{i}"), "net1", &ns, &conf);
+        assert_eq!(r.err_code(), *code, "{step}: {}", r.stdout);
+        assert!(r.msg().contains(text.as_str()), "{step}: {}", r.msg());
+        lab.set_fail(None);
+        assert_eq!(lab.snapshot(), before, "{step} left a trace");
+        assert_eq!(
+            links(&lab.pods[pod].name),
+            pod_before,
+            "{step} left a link in the pod"
+        );
+    }
+    // Real kernel failure after the move: the pod already has a net1.
+    common::ip_ok(&[
+        "-n",
+        &lab.pods[pod].name,
+        "link",
+        "add",
+        "net1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "net1p",
+    ]);
+    let pod_before = links(&lab.pods[pod].name);
+    let r = lab.run("ADD", "fk", "net1", &ns, &conf);
+    assert_eq!(r.err_code(), 103, "{}", r.stdout);
+    assert_eq!(lab.snapshot(), before);
+    assert_eq!(links(&lab.pods[pod].name), pod_before);
+    // Real IPAM failure.
+    let mut bad = conf.clone();
+    bad["ipam"]["subnet"] = json!("10.0.0.0/33");
+    let r = lab.run("ADD", "fi", "eth9", &ns, &bad);
+    assert_eq!(r.err_code(), 101, "{}", r.stdout);
+    assert!(r.msg().contains("host-local"), "{}", r.msg());
+    assert_eq!(lab.snapshot(), before);
+    // And the VF still works afterwards.
+    let res = lab.run("ADD", "ok", "eth9", &ns, &conf).ok().clone();
+    lab.run("DEL", "ok", "eth9", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.snapshot(), before);
+    assert_eq!(lab.fake().vfs[&key].vlan, 7);
+    assert!(lab.fake().vfs[&key].trust);
+}
+
+#[test]
+fn del_after_netns_deletion() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let before = lab.snapshot();
+    // 1: the kernel hands a physical VF back to the host (under its pod-side name) when
+    // the netns goes; simulate that, then delete the netns.
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let conf = full_conf(&lab, 0);
+    lab.run("ADD", "gone1", "net1", &ns, &conf).ok();
+    common::ip_ok(&[
+        "-n",
+        &lab.pods[p].name,
+        "link",
+        "set",
+        "net1",
+        "netns",
+        &lab.host.name,
+    ]);
+    lab.pods[p].delete();
+    lab.run("DEL", "gone1", "net1", &ns, &conf).ok();
+    assert_eq!(lab.snapshot(), before);
+    // 2: a veth dies with its netns: DEL must still succeed and restore the VF on the PF.
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let conf = full_conf(&lab, 1);
+    lab.run("ADD", "gone2", "net1", &ns, &conf).ok();
+    lab.pods[p].delete();
+    lab.run("DEL", "gone2", "net1", &ns, &conf).ok();
+    let mut after = lab.snapshot();
+    let mut want = before.clone();
+    want.links
+        .retain(|l| l.name != lab.vf_name(1) && l.name != format!("r{}x1", lab.id));
+    after.links.retain(|l| l.name != format!("r{}x1", lab.id));
+    assert_eq!(after, want);
+    // DEL without CNI_NETNS at all (allowed on DEL) after that: still fine.
+    lab.run_env(
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "gone2"),
+            ("CNI_IFNAME", "net1"),
+        ],
+        &conf,
+    )
+    .ok();
+}
+
+#[test]
+fn del_after_reallocation_leaves_the_new_owner_alone() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let before = lab.snapshot();
+    let key = format!("{}/0", lab.pf);
+    let a = lab.pod();
+    let ns_a = lab.pod_path(a);
+    let conf_a = lab.conf("1.0.0", 0, json!({"vlan": 10, "mac": "0c:42:a1:00:00:aa"}));
+    lab.run("ADD", "old", "net1", &ns_a, &conf_a).ok();
+    // Pod A's netns dies before its DEL; the VF comes back as net1 (sysfs says so too).
+    common::ip_ok(&[
+        "-n",
+        &lab.pods[a].name,
+        "link",
+        "set",
+        "net1",
+        "netns",
+        &lab.host.name,
+    ]);
+    lab.pods[a].delete();
+    let vf_pci = lab.vf_pci(0);
+    lab.sim.remove_netdev(&vf_pci, &lab.vf_name(0)).unwrap();
+    lab.sim
+        .add_netdev(&vf_pci, "net1", 1, true, "0c:42:a1:00:00:aa")
+        .unwrap();
+    // The device plugin gives the VF to pod B.
+    let b = lab.pod();
+    let ns_b = lab.pod_path(b);
+    let conf_b = lab.conf("1.0.0", 0, json!({"vlan": 20}));
+    let res_b = lab.run("ADD", "new", "eth1", &ns_b, &conf_b).ok().clone();
+    assert_eq!(lab.fake().vfs[&key].vlan, 20);
+    // The late DEL of the old pod must not reset the VF.
+    lab.run("DEL", "old", "net1", &ns_a, &conf_a).ok();
+    assert_eq!(lab.fake().vfs[&key].vlan, 20);
+    assert!(links(&lab.pods[b].name).iter().any(|l| l.name == "eth1"));
+    lab.run("CHECK", "new", "eth1", &ns_b, &with_prev(&conf_b, &res_b))
+        .ok();
+    // B's DEL restores what was there before A (A never restored it).
+    lab.run("DEL", "new", "eth1", &ns_b, &with_prev(&conf_b, &res_b))
+        .ok();
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn sixteen_parallel_add_del_pairs_on_eight_vfs() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(8);
+    let pods: Vec<usize> = (0..16).map(|_| lab.pod()).collect();
+    let before = lab.snapshot();
+    let lab = std::sync::Arc::new(lab);
+    let mut handles = Vec::new();
+    for (i, p) in pods.into_iter().enumerate() {
+        let lab = lab.clone();
+        handles.push(std::thread::spawn(move || {
+            let vf = (i % 8) as u32;
+            let ns = lab.pod_path(p);
+            let conf = lab.conf("1.1.0", vf, json!({"vlan": 100 + i, "trust": "on"}));
+            let cid = format!("par{i}");
+            // The partner on the same VF may hold it: code 11 means try again later.
+            let mut res = None;
+            for _ in 0..2000 {
+                let r = lab.run("ADD", &cid, "net1", &ns, &conf);
+                if r.code == 0 {
+                    res = Some(r.out);
+                    break;
+                }
+                assert_eq!(r.err_code(), 11, "{}", r.stdout);
+                std::thread::yield_now();
+            }
+            let res = res.expect("ADD never got the VF");
+            assert!(links(&lab.pods[p].name).iter().any(|l| l.name == "net1"));
+            lab.run("CHECK", &cid, "net1", &ns, &with_prev(&conf, &res))
+                .ok();
+            lab.run("DEL", &cid, "net1", &ns, &with_prev(&conf, &res))
+                .ok();
+        }));
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn del_that_fails_part_way_keeps_its_cache_for_the_retry() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let before = lab.snapshot();
+    let conf = full_conf(&lab, 0);
+    lab.run("ADD", "retry", "net1", &ns, &conf).ok();
+    lab.set_fail(Some(("vf:vlan", libc::EBUSY)));
+    let r = lab.run("DEL", "retry", "net1", &ns, &conf);
+    assert_eq!(r.err_code(), 102, "{}", r.stdout);
+    assert!(r.msg().contains("vlan=0"), "{}", r.msg());
+    assert!(lab.data_dir().join("retry-net1").exists());
+    lab.set_fail(None);
+    lab.run("DEL", "retry", "net1", &ns, &conf).ok();
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn ten_cycles_leave_the_host_identical() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let before = lab.snapshot();
+    let conf = full_conf(&lab, 0);
+    for i in 0..10 {
+        let res = lab
+            .run("ADD", &format!("cyc{i}"), "net1", &ns, &conf)
+            .ok()
+            .clone();
+        lab.run(
+            "DEL",
+            &format!("cyc{i}"),
+            "net1",
+            &ns,
+            &with_prev(&conf, &res),
+        )
+        .ok();
+        assert_eq!(lab.snapshot(), before, "cycle {i}");
+    }
+    // Without a mac in the config the VF's admin MAC is never written.
+    let conf = lab.conf("1.0.0", 0, json!({"vlan": 5}));
+    let calls_before = lab.fake().calls.len();
+    let res = lab.run("ADD", "nomac", "net1", &ns, &conf).ok().clone();
+    lab.run("DEL", "nomac", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    let calls = lab.fake().calls[calls_before..].to_vec();
+    assert!(calls.iter().all(|c| !c.contains("mac=")), "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("set ")).count(),
+        2,
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn check_reports_what_differs() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let conf = full_conf(&lab, 0);
+    let res = lab.run("ADD", "chk", "net1", &ns, &conf).ok().clone();
+    lab.run("CHECK", "chk", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    let mut st = lab.fake();
+    st.vfs.get_mut(&format!("{}/0", lab.pf)).unwrap().vlan = 3;
+    st.store(&lab.fake_path()).unwrap();
+    let addr = res["ips"][0]["address"].as_str().unwrap().to_string();
+    common::ip_ok(&["-n", &lab.pods[p].name, "addr", "del", &addr, "dev", "net1"]);
+    let r = lab.run("CHECK", "chk", "net1", &ns, &with_prev(&conf, &res));
+    assert_eq!(r.err_code(), 104);
+    assert!(r.msg().contains("vlan=100"), "{}", r.msg());
+    assert!(r.msg().contains(&addr), "{}", r.msg());
+    lab.run("DEL", "chk", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+}
+
+#[test]
+fn dpdk_vf_is_configured_on_the_pf_only() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::with_bindings(vec![simhost::VfBinding::Vfio, simhost::VfBinding::Mlx5]);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let before = lab.snapshot();
+    let conf = lab.conf("1.1.0", 0, json!({"vlan": 55, "spoofchk": "off"}));
+    let res = lab.run("ADD", "dpdk", "net1", &ns, &conf).ok().clone();
+    assert_eq!(res["interfaces"][0]["pciID"], lab.vf_pci(0));
+    assert_eq!(lab.fake().vfs[&format!("{}/0", lab.pf)].vlan, 55);
+    assert_eq!(links(&lab.pods[p].name).len(), 1, "only lo in the pod");
+    lab.run("CHECK", "dpdk", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    lab.run("DEL", "dpdk", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.snapshot(), before);
+}
+
+fn inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn rdma_device_follows_the_vf_in_exclusive_mode() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    lab.sim.set_netns_mode(false).unwrap();
+    let host = rdma_hca::Host::new(lab.sim.root());
+    let f = host.function(&lab.vf_pci(0).parse().unwrap()).unwrap();
+    let dev = f.rdma_devices[0].clone();
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let conf = lab.conf("1.0.0", 0, json!({}));
+    let res = lab.run("ADD", "rd", "net1", &ns, &conf).ok().clone();
+    assert_eq!(lab.fake().rdma[&dev], inode(&ns));
+    lab.run("DEL", "rd", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.fake().rdma[&dev], inode(&lab.host.path()));
+    // rxe cannot change netns (EOPNOTSUPP): ADD fails naming the device, nothing left.
+    let before = lab.snapshot();
+    lab.set_fail(Some(("vf:rdma", libc::EOPNOTSUPP)));
+    let r = lab.run(
+        "ADD",
+        "rd2",
+        "net1",
+        &ns,
+        &lab.conf("1.0.0", 0, json!({"vlan": 9})),
+    );
+    assert_eq!(r.err_code(), 105);
+    assert!(r.msg().contains(&dev), "{}", r.msg());
+    lab.set_fail(None);
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn gc_releases_attachments_not_listed_and_status_reports_ipam() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let before = lab.snapshot();
+    let (p0, p1) = (lab.pod(), lab.pod());
+    let (ns0, ns1) = (lab.pod_path(p0), lab.pod_path(p1));
+    let c0 = lab.conf("1.1.0", 0, json!({"vlan": 11}));
+    let c1 = lab.conf("1.1.0", 1, json!({"vlan": 12}));
+    let r0 = lab.run("ADD", "keep", "net1", &ns0, &c0).ok().clone();
+    lab.run("ADD", "stale", "net1", &ns1, &c1).ok();
+    let mut gc = lab.conf("1.1.0", 0, json!({"deviceID": null}));
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "net1"}]);
+    lab.run_env(&[("CNI_COMMAND", "GC")], &gc).ok();
+    assert!(!lab.data_dir().join("stale-net1").exists());
+    assert!(lab.data_dir().join("keep-net1").exists());
+    assert_eq!(lab.fake().vfs[&format!("{}/1", lab.pf)].vlan, 0);
+    assert!(
+        links(&lab.host.name)
+            .iter()
+            .any(|l| l.name == lab.vf_name(1))
+    );
+    assert!(links(&lab.pods[p0].name).iter().any(|l| l.name == "net1"));
+    // STATUS: ready with host-local, not available without the IPAM plugin, and only in 1.1.0.
+    lab.run_env(&[("CNI_COMMAND", "STATUS")], &gc).ok();
+    let mut missing = gc.clone();
+    missing["ipam"]["type"] = json!("no-such-ipam");
+    assert_eq!(
+        lab.run_env(&[("CNI_COMMAND", "STATUS")], &missing)
+            .err_code(),
+        50
+    );
+    let mut old = gc.clone();
+    old["cniVersion"] = json!("1.0.0");
+    assert_eq!(
+        lab.run_env(&[("CNI_COMMAND", "STATUS")], &old).err_code(),
+        1
+    );
+    lab.run("DEL", "keep", "net1", &ns0, &with_prev(&c0, &r0))
+        .ok();
+    assert_eq!(lab.snapshot(), before);
+}
