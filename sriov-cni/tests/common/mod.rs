@@ -297,6 +297,11 @@ impl Lab {
 
     /// Run the binary in the host netns with the lab's environment plus `env`.
     pub fn run_env(&self, env: &[(&str, &str)], stdin: &Value) -> Run {
+        self.run_raw(env, &stdin.to_string())
+    }
+
+    /// Same with raw stdin text. An env value of "" unsets the variable.
+    pub fn run_raw(&self, env: &[(&str, &str)], stdin: &str) -> Run {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.host.path()))
             .arg("--")
@@ -308,7 +313,11 @@ impl Lab {
             .env("SRIOV_CNI_FAKE_VF_STATE", self.fake_path())
             .env("CNI_PATH", CNI_PATH);
         for (k, v) in env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -317,7 +326,7 @@ impl Lab {
         {
             use std::io::Write;
             let mut si = child.stdin.take().unwrap();
-            si.write_all(stdin.to_string().as_bytes()).unwrap();
+            si.write_all(stdin.as_bytes()).unwrap();
         }
         let o = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&o.stdout).to_string();
