@@ -1,1 +1,130 @@
-fn main() {}
+//! `device-plugin`: parse the command line, set up logging, run the daemon or `discover`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use device_plugin::config::{Config, DEFAULT_CONFIG_FILE};
+use device_plugin::daemon::{DaemonOptions, run};
+use device_plugin::{allocate, cdi, discover};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "device-plugin",
+    version,
+    about = "Kubelet device plugin for RDMA HCAs and SR-IOV VFs"
+)]
+struct Cli {
+    /// Root of the host tree (/sys, /dev, /proc are read under it).
+    #[arg(long, default_value = "/", global = true)]
+    root: PathBuf,
+    /// Config file (sriov-network-device-plugin, k8s-rdma-shared-dev-plugin or
+    /// k8s-rdma-sriov-dev-plugin format). Without it, /etc/pcidp/config.json if present,
+    /// else the embedded default.
+    #[arg(long, global = true)]
+    config_file: Option<PathBuf>,
+    /// Kubelet's device-plugin directory.
+    #[arg(long, default_value = proto::DEVICE_PLUGIN_PATH)]
+    device_plugin_path: PathBuf,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    /// Write CDI specs and answer Allocate with CDI device names.
+    #[arg(long)]
+    cdi: bool,
+    /// Where CDI specs go with --cdi.
+    #[arg(long, default_value = cdi::DEFAULT_CDI_DIR)]
+    cdi_dir: PathBuf,
+    /// Where device-info files go.
+    #[arg(long, default_value = allocate::DEFAULT_DEVICE_INFO_DIR)]
+    device_info_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the host's PFs and VFs with their pools or why they are excluded.
+    Discover {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("device-plugin: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let config_file = cli.config_file.clone();
+    match cli.command {
+        Some(Command::Discover { json }) => {
+            let config = match &config_file {
+                Some(f) => Config::load(f)?,
+                None => Config::load_or_default(std::path::Path::new(DEFAULT_CONFIG_FILE))?,
+            };
+            for w in &config.warnings {
+                tracing::warn!(file = ?config.source, key = %w.path, "config: {}", w.message);
+            }
+            let report = discover::report(&rdma_hca::Host::new(&cli.root), &config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", discover::table(&report));
+            }
+            Ok(())
+        }
+        None => {
+            let opts = DaemonOptions {
+                root: cli.root,
+                config_file,
+                device_plugin_path: cli.device_plugin_path,
+                device_info_dir: Some(cli.device_info_dir),
+                cdi_dir: cli.cdi.then_some(cli.cdi_dir),
+                register_backoff: Duration::from_millis(100),
+                register_backoff_max: Duration::from_secs(5),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("start tokio runtime")?;
+            rt.block_on(async { run(opts, shutdown_signal()).await })?;
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    let _ = Duration::ZERO;
+}
