@@ -2,7 +2,9 @@
 if need_bin regress.run sriov; then
     VF=$(vf_bdf 0)
     VFN=$(vf_net 0)
+    # trusted here (igb lets a trusted VF override its admin MAC), untrusted in the cycles
     mkconf "$VF" '"mac":"02:33:00:00:00:01","vlan":9,"spoofchk":"off","trust":"on",' >/tmp/cg.json
+    mkconf "$VF" '"mac":"02:33:00:00:00:02","vlan":10,"spoofchk":"off",' >/tmp/cgu.json
 
     # DEL after the pod netns was deleted: the kernel returns the VF netdev to the init
     # netns under the pod-side name (net1); DEL must rename it back and restore settings.
@@ -29,8 +31,10 @@ if need_bin regress.run sriov; then
     ip netns add podg
     snap /tmp/g0
     if cni ADD ctrg net1 /run/netns/podg /tmp/cg.json; then
-        ip link add "$VFN" type veth peer name vmlabpeer
-        if cni DEL ctrg net1 /run/netns/podg /tmp/cg.json; then
+        loadmods extra
+        if ! ip link add "$VFN" type veth peer name vmlabpeer; then
+            fail regress.del-partial "lab: cannot create the veth $VFN that blocks the rename"
+        elif cni DEL ctrg net1 /run/netns/podg /tmp/cg.json; then
             fail regress.del-partial "DEL reported success while $VFN was taken: $(cni_says 0); VF now $(ls "$SYS/$VF/net" 2>/dev/null)"
         elif [ -e "$CACHE_DIR/ctrg-net1" ]; then
             pass regress.del-partial "DEL failed while $VFN was taken and kept its cache: $(jq -r .msg /tmp/cni.out 2>/dev/null | cut -c1-160)"
@@ -62,8 +66,8 @@ if need_bin regress.run sriov; then
     bad=""
     i=0
     while [ $i -lt 10 ]; do
-        cni ADD ctrc$i net1 /run/netns/podg /tmp/cg.json || bad="$bad ADD$i($(jq -r .msg /tmp/cni.out 2>/dev/null | cut -c1-80))"
-        cni DEL ctrc$i net1 /run/netns/podg /tmp/cg.json || bad="$bad DEL$i"
+        cni ADD ctrc$i net1 /run/netns/podg /tmp/cgu.json || bad="$bad ADD$i($(jq -r .msg /tmp/cni.out 2>/dev/null | cut -c1-80))"
+        cni DEL ctrc$i net1 /run/netns/podg /tmp/cgu.json || bad="$bad DEL$i($(jq -r .msg /tmp/cni.out 2>/dev/null | cut -c1-80))"
         i=$((i + 1))
     done
     ip -j -d link show "$PF" | jq -S . >/tmp/pf1
@@ -73,6 +77,8 @@ if need_bin regress.run sriov; then
         same_snap regress.ten-cycles-all "all links, cache and leases identical after 10 ADD/DEL" /tmp/g0 /tmp/g1
     else
         fail regress.ten-cycles-pf "failed calls:$bad"
+        ip link set "$PF" vf 0 mac 00:00:00:00:00:00 # hand cleanup so the next scenarios start clean
+        for c in "$CACHE_DIR"/ctrc*; do [ -e "$c" ] && cni DEL "$(basename "${c%-net1}")" net1 /run/netns/podg /tmp/cgu.json; done
     fi
     # igb makes a written-back MAC admin-set; a VF with an admin MAC cannot change its own.
     if vf_can_set_mac "$VFN" 02:33:00:00:00:98; then

@@ -92,10 +92,12 @@ EOC
 with_prev() { jq -c --slurpfile r "$2" '. + {prevResult: $r[0]}' "$1"; }
 # snap FILE: everything ADD may touch and DEL must restore: every link of the init netns
 # (ip -j -d: names, MACs, flags, mtu, the PF's vfinfo_list), cache entries (lock files stay
-# by design), IPAM leases, RDMA devices.
+# by design), IPAM leases, RDMA devices. Left out: "permaddr". igbvf_reset() copies the
+# MAC the PF assigned into the netdev's perm_addr whenever the VF comes up with an admin
+# MAC; no netlink request can write perm_addr back, so no CNI can restore it.
 snap() {
     {
-        ip -j -d link show | jq -S .
+        ip -j -d link show | jq -S 'map(del(.permaddr))'
         echo "cache:"
         ls "$CACHE_DIR" 2>/dev/null | grep -v '^lock$'
         echo "leases:"
