@@ -1,2 +1,174 @@
-//! placeholder
-fn main() {}
+//! ADD and DEL latency (p50/p99) and netlink round trips per ADD, on the veth stand-in
+//! for a VF in test-owned namespaces (needs root; prints "skipped" otherwise).
+//!
+//! Three series:
+//! - `in-process`: the library's ADD/DEL (no process start, no IPAM), with the netlink
+//!   round trips counted by the real socket code;
+//! - `binary`: the `sriov` binary exec'd as a runtime would (no IPAM);
+//! - `binary+host-local`: the same with Debian's host-local IPAM, for reference.
+//!
+//! VF settings go to the file-backed fake (no SR-IOV on this kernel); on a real PF each
+//! planned setting is one more RTM_SETLINK and the VF-table read one RTM_GETLINK, which
+//! the "on a real PF" line adds.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{BIN, Lab, can_run};
+use serde_json::{Value, json};
+use sriov_cni::config::{Command, Env, NetConf};
+use sriov_cni::fake::FileFake;
+use sriov_cni::netlink::round_trips;
+use sriov_cni::netns::Netns;
+use sriov_cni::plugin::Plugin;
+use std::time::{Duration, Instant};
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn report(name: &str, add: &mut [Duration], del: &mut [Duration]) {
+    println!(
+        "{name:<20} n={:<4} ADD p50 {:>7.2} ms p99 {:>7.2} ms | DEL p50 {:>7.2} ms p99 {:>7.2} ms",
+        add.len(),
+        pct(add, 0.5).as_secs_f64() * 1e3,
+        pct(add, 0.99).as_secs_f64() * 1e3,
+        pct(del, 0.5).as_secs_f64() * 1e3,
+        pct(del, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
+fn env(cmd: Command, ns: &str, id: &str) -> Env {
+    Env {
+        command: cmd,
+        container_id: id.into(),
+        ifname: "net1".into(),
+        netns: Some(ns.into()),
+        path: vec![common::CNI_PATH.into()],
+        args: vec![],
+    }
+}
+
+fn in_process(
+    lab: &Lab,
+    ns: &str,
+    conf: &Value,
+    n: usize,
+) -> (Vec<Duration>, Vec<Duration>, u64, u64) {
+    let conf = NetConf::parse(conf.to_string().as_bytes(), true).unwrap();
+    let mut fake = FileFake::new(lab.fake_path());
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    let (mut rt_add, mut rt_del) = (0, 0);
+    for i in 0..n {
+        let mut plugin = Plugin {
+            host: rdma_hca::Host::new(lab.sim.root()),
+            vf: &mut fake,
+            data_dir: lab.data_dir(),
+        };
+        let id = format!("b{i}");
+        let r0 = round_trips();
+        let t = Instant::now();
+        plugin.run(&env(Command::Add, ns, &id), &conf).unwrap();
+        add.push(t.elapsed());
+        let r1 = round_trips();
+        let t = Instant::now();
+        plugin.run(&env(Command::Del, ns, &id), &conf).unwrap();
+        del.push(t.elapsed());
+        rt_add = r1 - r0;
+        rt_del = round_trips() - r1;
+    }
+    (add, del, rt_add, rt_del)
+}
+
+fn exec(lab: &Lab, ns: &str, conf: &Value, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let run = |cmd: &str, id: &str| {
+        let mut c = std::process::Command::new(BIN);
+        c.env_clear()
+            .env("SRIOV_CNI_SYSFS_ROOT", lab.sim.root())
+            .env("SRIOV_CNI_DATA_DIR", lab.data_dir())
+            .env("SRIOV_CNI_FAKE_VF_STATE", lab.fake_path())
+            .env("CNI_PATH", common::CNI_PATH)
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_IFNAME", "net1")
+            .env("CNI_NETNS", ns)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let t = Instant::now();
+        let mut child = c.spawn().unwrap();
+        {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(conf.to_string().as_bytes())
+                .unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        let d = t.elapsed();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        d
+    };
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let id = format!("e{i}");
+        add.push(run("ADD", &id));
+        del.push(run("DEL", &id));
+    }
+    (add, del)
+}
+
+fn main() {
+    if !can_run() {
+        println!("skipped: the ADD/DEL benchmark needs root, iproute2 and host-local");
+        return;
+    }
+    let n: usize = std::env::var("SRIOV_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut lab = Lab::new(1);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let settings = json!({"vlan": 100, "vlanQoS": 1, "mac": "0c:42:a1:aa:bb:01", "spoofchk": "off",
+                          "trust": "on", "mtu": 1400, "ipam": null, "logLevel": "error"});
+    let conf = lab.conf("1.0.0", 0, settings.clone());
+    // Run everything from a thread inside the lab's host netns (children inherit it).
+    let host = Netns::open(std::path::Path::new(&lab.host.path())).unwrap();
+    let lab = std::sync::Arc::new(lab);
+    let l2 = lab.clone();
+    let out = std::thread::spawn(move || {
+        nix::sched::setns(&host, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let lab = l2;
+        // warm up
+        in_process(&lab, &ns, &conf, 5);
+        let (mut a, mut d, rt_add, rt_del) = in_process(&lab, &ns, &conf, n);
+        report("in-process", &mut a, &mut d);
+        let nsettings = 4; // vlan, mac, spoofchk, trust (netdev MAC/MTU ride on the move)
+        println!(
+            "netlink round trips: ADD {rt_add}, DEL {rt_del} (kernel, counted); on a real PF add 1 VF-table \
+             read + {nsettings} VF setters to each: ADD {}, DEL {}",
+            rt_add + 1 + nsettings,
+            rt_del + nsettings
+        );
+        let (mut a, mut d) = exec(&lab, &ns, &conf, n / 2);
+        report("binary", &mut a, &mut d);
+        let conf_ipam = lab.conf(
+            "1.0.0",
+            0,
+            json!({"vlan": 100, "mtu": 1400, "logLevel": "error"}),
+        );
+        let (mut a, mut d) = exec(&lab, &ns, &conf_ipam, n / 4);
+        report("binary+host-local", &mut a, &mut d);
+    });
+    out.join().unwrap();
+}

@@ -517,6 +517,15 @@ impl Plugin<'_> {
                 errs.push(x);
             }
         }
+        // The admin MAC goes back before the netdev's own MAC: drivers such as igb refuse
+        // a VF netdev MAC that differs from an admin-set one.
+        let (macs, others): (Vec<&VfSetting>, Vec<&VfSetting>) = p
+            .vf_applied
+            .iter()
+            .partition(|s| matches!(s, VfSetting::Mac { .. }));
+        for s in macs.iter().rev().take(1) {
+            self.restore_vf(e, s, &mut errs);
+        }
         if p.link_moved
             && let Some(l) = &e.link
             && let Err(x) = self.restore_link(e, l, p.pod_index, netns, home)
@@ -535,18 +544,23 @@ impl Plugin<'_> {
                 });
             }
         }
-        for s in p.vf_applied.iter().rev() {
-            let back = s.current(&e.vf_orig);
-            if let Err(source) = self.vf.set(&e.pf, e.vf_index, &back) {
-                errs.push(Error::VfSetting {
-                    pf: e.pf.clone(),
-                    vf: e.vf_index,
-                    setting: back.describe(),
-                    source: Box::new(source),
-                });
-            }
+        for s in others.iter().rev() {
+            self.restore_vf(e, s, &mut errs);
         }
         errs
+    }
+
+    /// Put one VF setting back to its value in the cache.
+    fn restore_vf(&mut self, e: &CacheEntry, s: &VfSetting, errs: &mut Vec<Error>) {
+        let back = s.current(&e.vf_orig);
+        if let Err(source) = self.vf.set(&e.pf, e.vf_index, &back) {
+            errs.push(Error::VfSetting {
+                pf: e.pf.clone(),
+                vf: e.vf_index,
+                setting: back.describe(),
+                source: Box::new(source),
+            });
+        }
     }
 
     /// Put the VF netdev back on the host under its old name, MAC, MTU and state.

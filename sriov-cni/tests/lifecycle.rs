@@ -399,6 +399,7 @@ fn ten_cycles_leave_the_host_identical() {
             .run("ADD", &format!("cyc{i}"), "net1", &ns, &conf)
             .ok()
             .clone();
+        let n = lab.fake().calls.len();
         lab.run(
             "DEL",
             &format!("cyc{i}"),
@@ -408,6 +409,25 @@ fn ten_cycles_leave_the_host_identical() {
         )
         .ok();
         assert_eq!(lab.snapshot(), before, "cycle {i}");
+        // DEL restores the admin MAC first (igb refuses a netdev MAC that differs from
+        // an admin-set one), then the rest in reverse order of ADD.
+        let sets: Vec<String> = lab.fake().calls[n..]
+            .iter()
+            .filter(|c| c.starts_with("set "))
+            .map(|c| c.split_whitespace().nth(4).unwrap_or("").to_string())
+            .collect();
+        assert_eq!(
+            sets,
+            [
+                "mac=00:00:00:00:00:00",
+                "link_state=auto",
+                "trust=off",
+                "spoofchk=on",
+                "min_tx_rate=0",
+                "vlan=0"
+            ],
+            "cycle {i}"
+        );
     }
     // Without a mac in the config the VF's admin MAC is never written.
     let conf = lab.conf("1.0.0", 0, json!({"vlan": 5}));
