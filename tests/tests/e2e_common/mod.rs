@@ -1,0 +1,275 @@
+//! Helpers shared by the end-to-end tests that run real binaries in real namespaces
+//! (`e2e_*.rs`, `podman_*.rs`): the project's binaries, throwaway network namespaces, a
+//! fixture host whose VF netdevs are veths in a test-owned "host" netns, and link/address
+//! snapshots to prove that nothing was left behind.
+//!
+//! Nothing here touches the machine's own network namespace: every link lives in a netns
+//! the test created, and each one is deleted on drop, also when the test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+use simhost::{PfSpec, SimHost, VfBinding};
+
+/// Debian's reference CNI plugins (containernetworking-plugins).
+pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
+
+/// Path of a binary of this workspace (`cargo build` puts it next to the test's `deps/`
+/// directory). When it is missing it is built into a separate target dir, so that a
+/// `cargo test -p node-tests` alone works without waiting on the outer cargo's lock.
+pub fn project_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let beside = profile_dir.join(bin);
+    if beside.is_file() {
+        return beside;
+    }
+    let target = profile_dir.join("node-tests-bins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "-q", "-p", package, "--bin", bin, "--target-dir"])
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building {bin}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("debug").join(bin)
+}
+
+/// Root, and `ip` and `nsenter` present: what every test here needs.
+pub fn privileged() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("needs root (network namespaces)".into());
+    }
+    for tool in ["ip", "nsenter"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return Err(format!("needs `{tool}` (iproute2 / util-linux)"));
+        }
+    }
+    Ok(())
+}
+
+/// A short id unique on this machine, for names (interface names max 15 chars).
+pub fn uid() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}", (std::process::id() % 0x10000) * 0x10 + n % 0x10)
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn ip(args: &[&str]) -> String {
+    run_ok(Command::new("ip").args(args))
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Netns {
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A link as the tests compare it before and after.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LinkView {
+    pub name: String,
+    pub mac: String,
+    pub mtu: u64,
+    pub up: bool,
+}
+
+/// The links of netns `ns`, sorted.
+pub fn links(ns: &str) -> Vec<LinkView> {
+    let v: Value = serde_json::from_str(&ip(&["-n", ns, "-j", "link", "show"])).unwrap();
+    let mut out: Vec<LinkView> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| LinkView {
+            name: l["ifname"].as_str().unwrap_or_default().to_owned(),
+            mac: l["address"].as_str().unwrap_or_default().to_owned(),
+            mtu: l["mtu"].as_u64().unwrap_or_default(),
+            up: l["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "UP")),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Global IPv4 addresses (`a.b.c.d/n`) of `dev` in netns `ns`.
+pub fn addrs(ns: &str, dev: &str) -> Vec<String> {
+    let v: Value =
+        serde_json::from_str(&ip(&["-n", ns, "-j", "-4", "addr", "show", "dev", dev])).unwrap();
+    let mut out = Vec::new();
+    for l in v.as_array().unwrap() {
+        for a in l["addr_info"].as_array().into_iter().flatten() {
+            if a["scope"] == "global" {
+                out.push(format!(
+                    "{}/{}",
+                    a["local"].as_str().unwrap(),
+                    a["prefixlen"]
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Every file under `dir` (relative paths, sorted); empty when `dir` does not exist.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A fixture host: one ConnectX-6 Dx-like PF with `nvf` mlx5 VFs in a simulated sysfs;
+/// each VF's netdev is a veth (the "VF") in a throwaway "host" netns, its peer up beside
+/// it. The `sriov` binary reads the sysfs root, keeps VF settings in a fake state file
+/// (the kernel here has no SR-IOV) and really moves the veth.
+pub struct VfHost {
+    pub id: String,
+    pub tmp: tempfile::TempDir,
+    pub sim: SimHost,
+    pub host: Netns,
+    pub pf: String,
+}
+
+impl VfHost {
+    pub fn new(nvf: usize) -> VfHost {
+        let id = uid();
+        let tmp = tempfile::tempdir().unwrap();
+        let pf = format!("p{id}");
+        let spec = PfSpec {
+            bus: "0000:3b".into(),
+            devfn: 0,
+            first_vf_devfn: 2,
+            netdev: pf.clone(),
+            vf_netdev_prefix: format!("v{id}x"),
+            device: "101d".into(),
+            vf_device: "101e".into(),
+            numa_node: 0,
+            link_type: 1,
+            total_vfs: 16,
+            vfs: vec![VfBinding::Mlx5; nvf],
+            up: true,
+        };
+        let sim = SimHost::create_with(tmp.path().join("root"), vec![spec], None).unwrap();
+        let host = Netns::new(format!("e2e-{id}-h"));
+        for i in 0..nvf as u32 {
+            let name = sim.vf_netdev(0, i);
+            let peer = format!("r{id}x{i}");
+            ip(&[
+                "-n", &host.name, "link", "add", &name, "type", "veth", "peer", "name", &peer,
+            ]);
+            ip(&["-n", &host.name, "link", "set", &peer, "up"]);
+        }
+        for d in ["data", "ipam"] {
+            std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+        }
+        VfHost {
+            id,
+            tmp,
+            sim,
+            host,
+            pf,
+        }
+    }
+
+    pub fn vf_pci(&self, vf: u32) -> String {
+        self.sim.vf_address(0, vf)
+    }
+
+    pub fn vf_netdev(&self, vf: u32) -> String {
+        self.sim.vf_netdev(0, vf)
+    }
+
+    /// The `sriov` binary's cache and lock directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    /// host-local's lease directory (`ipam.dataDir`).
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.tmp.path().join("ipam")
+    }
+
+    /// The fake VF configurator's state file.
+    pub fn fake_vf_state(&self) -> PathBuf {
+        self.tmp.path().join("fake-vf.json")
+    }
+
+    /// The environment that points the `sriov` binary at this host's fixtures.
+    pub fn sriov_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "SRIOV_CNI_SYSFS_ROOT",
+                self.sim.root().display().to_string(),
+            ),
+            ("SRIOV_CNI_DATA_DIR", self.data_dir().display().to_string()),
+            (
+                "SRIOV_CNI_FAKE_VF_STATE",
+                self.fake_vf_state().display().to_string(),
+            ),
+        ]
+    }
+
+    /// The VF settings the fake holds (`vfs` of its state file), `{}` before any call.
+    pub fn vf_settings(&self) -> Value {
+        match std::fs::read(self.fake_vf_state()) {
+            Ok(b) if !b.is_empty() => serde_json::from_slice::<Value>(&b).unwrap()["vfs"].clone(),
+            _ => Value::Object(Default::default()),
+        }
+    }
+}
