@@ -26,6 +26,9 @@ pub struct HostLink {
     pub mtu: u32,
     /// Whether it was up.
     pub up: bool,
+    /// Its alternative names.
+    #[serde(default)]
+    pub altnames: Vec<String>,
 }
 
 /// One cached attachment.
@@ -53,6 +56,9 @@ pub struct CacheEntry {
     /// The VF netdev's ifindex in the pod when the kernel could not keep the host one.
     #[serde(default)]
     pub pod_index: Option<u32>,
+    /// Alternative names removed because they collided in the pod (re-added on DEL).
+    #[serde(default)]
+    pub dropped_altnames: Vec<String>,
     /// MAC set on the netdev in the pod.
     pub set_mac: Option<Mac>,
     /// MTU set on the netdev in the pod.

@@ -376,6 +376,22 @@ impl Rtnl {
         Ok(out)
     }
 
+    /// Add alternative names to a link (one request).
+    pub fn add_altnames(&mut self, index: u32, names: &[String]) -> Result<(), NlError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::PropList(
+            names.iter().map(|n| Prop::AltIfName(n.clone())).collect(),
+        ));
+        self.request(
+            RouteNetlinkMessage::NewLinkProp(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            "add altnames to",
+            &format!("index {index}"),
+        )
+        .map(|_| ())
+    }
+
     /// Add an address to a link.
     pub fn add_address(&mut self, index: u32, addr: &IpNet) -> Result<(), NlError> {
         let mut m = AddressMessage::default();

@@ -37,6 +37,8 @@ struct Progress {
     link_moved: bool,
     /// The VF netdev's ifindex in the pod, when known.
     pod_index: Option<u32>,
+    /// Alternative names dropped before the move.
+    dropped_altnames: Vec<String>,
     ipam_done: bool,
 }
 
@@ -49,6 +51,7 @@ impl Progress {
             rdma_moved: e.rdma.clone(),
             link_moved: e.link.is_some(),
             pod_index: e.pod_index.or(e.link.as_ref().map(|l| l.index)),
+            dropped_altnames: e.dropped_altnames.clone(),
             ipam_done: e.ipam.is_some(),
         }
     }
@@ -60,6 +63,13 @@ fn netns_env_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
         value: path.display().to_string(),
         reason: e.to_string(),
     })
+}
+
+/// Whether the VF netdev is still on the host under its name and index.
+fn rtnl_link_is(rtnl: &mut Rtnl, l: &HostLink) -> Result<bool> {
+    Ok(rtnl
+        .link_by_index(l.index)?
+        .is_some_and(|h| h.name == l.name))
 }
 
 /// The VF settings a config asks for, in the order they are applied, leaving out those
@@ -188,6 +198,7 @@ impl Plugin<'_> {
                 mac: l.mac,
                 mtu: l.mtu,
                 up: l.up,
+                altnames: l.altnames,
             })
         };
         let current = self.vf.vf_state(&target.pf_netdev, target.vf_index)?;
@@ -235,6 +246,7 @@ impl Plugin<'_> {
             vf_index: target.vf_index,
             link: link_orig,
             pod_index: None,
+            dropped_altnames: Vec::new(),
             set_mac: conf.mac,
             set_mtu: conf.mtu,
             vf_planned,
@@ -360,35 +372,11 @@ impl Plugin<'_> {
                 mtu: conf.mtu.filter(|m| *m != l.mtu),
                 up: None,
             };
-            // With IFLA_NEW_IFINDEX the VF keeps its ifindex in the pod, which identifies
-            // it there even if the rename fails after the move.
-            p.link_moved = true;
-            p.pod_index = Some(l.index);
             let mut prtnl = netns
                 .run(home, Rtnl::new)
                 .map_err(|e| Error::Other(e.to_string()))??;
-            let kept_index = match rtnl.set_link(&change, &l.name) {
-                Ok(()) => true,
-                Err(e) if e.errno == Some(libc::EBUSY) => {
-                    // Its ifindex is taken in the pod (nothing changed): check the name
-                    // is free, then let the kernel pick an index.
-                    p.link_moved = false;
-                    p.pod_index = None;
-                    if prtnl.link_by_name(&env.ifname)?.is_some() {
-                        return Err(crate::netlink::NlError::errno(
-                            "move VF netdev into",
-                            format!("{ns_path} as {}", env.ifname),
-                            libc::EEXIST,
-                        )
-                        .into());
-                    }
-                    change.new_ifindex = None;
-                    p.link_moved = true;
-                    rtnl.set_link(&change, &l.name)?;
-                    false
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let kept_index =
+                self.move_link(rtnl, &mut prtnl, &mut change, l, entry, env, &ns_path, p)?;
             let index = if kept_index {
                 l.index
             } else {
@@ -406,6 +394,7 @@ impl Plugin<'_> {
                 p.pod_index = Some(index);
                 let mut e2 = entry.clone();
                 e2.pod_index = Some(index);
+                e2.dropped_altnames = p.dropped_altnames.clone();
                 self.cache().store(&e2)?;
             }
             iface.mac = conf.mac.or(l.mac).map(|m| m.to_string());
@@ -494,6 +483,78 @@ impl Plugin<'_> {
         Ok(result.to_json(conf.cni_version))
     }
 
+    /// Move the VF netdev into the pod (renamed, with MAC/MTU) in one message, handling
+    /// the two refusals that change nothing: EBUSY (its ifindex is taken in the pod: let
+    /// the kernel pick one, after checking the name is free) and EEXIST from a colliding
+    /// altname (drop it; DEL puts it back). Returns whether the ifindex was kept.
+    #[allow(clippy::too_many_arguments)]
+    fn move_link(
+        &mut self,
+        rtnl: &mut Rtnl,
+        prtnl: &mut Rtnl,
+        change: &mut LinkChange,
+        l: &HostLink,
+        entry: &CacheEntry,
+        env: &Env,
+        ns_path: &str,
+        p: &mut Progress,
+    ) -> Result<bool> {
+        for _ in 0..3 {
+            // With IFLA_NEW_IFINDEX the VF keeps its ifindex in the pod, which identifies
+            // it there even if the rename fails after the move.
+            p.link_moved = true;
+            p.pod_index = change.new_ifindex.map(|i| i as u32);
+            let err = match rtnl.set_link(change, &l.name) {
+                Ok(()) => return Ok(change.new_ifindex.is_some()),
+                Err(e) => e,
+            };
+            if err.errno == Some(libc::EBUSY) && change.new_ifindex.is_some() {
+                p.link_moved = false;
+                if prtnl.link_by_name(&env.ifname)?.is_some() {
+                    return Err(crate::netlink::NlError::errno(
+                        "move VF netdev into",
+                        format!("{ns_path} as {}", env.ifname),
+                        libc::EEXIST,
+                    )
+                    .into());
+                }
+                change.new_ifindex = None;
+                continue;
+            }
+            if err.errno == Some(libc::EEXIST)
+                && p.dropped_altnames.is_empty()
+                && !l.altnames.is_empty()
+                && rtnl_link_is(rtnl, l)?
+            {
+                p.link_moved = false;
+                let mut colliding = Vec::new();
+                for a in &l.altnames {
+                    if prtnl.link_by_name(a)?.is_some() {
+                        colliding.push(a.clone());
+                    }
+                }
+                if colliding.is_empty() {
+                    return Err(err.into());
+                }
+                crate::info!(
+                    "dropping altnames {colliding:?} of {}: taken in {ns_path}",
+                    l.name
+                );
+                rtnl.del_altnames(l.index, &colliding)?;
+                p.dropped_altnames = colliding.clone();
+                let mut e2 = entry.clone();
+                e2.dropped_altnames = colliding;
+                self.cache().store(&e2)?;
+                continue;
+            }
+            return Err(err.into());
+        }
+        Err(Error::Other(format!(
+            "could not move {} into {ns_path}",
+            l.name
+        )))
+    }
+
     /// Undo the steps in `p`, newest first, collecting every error; "already gone" counts
     /// as done.
     fn teardown(
@@ -532,6 +593,12 @@ impl Plugin<'_> {
         {
             errs.push(x);
         }
+        if !p.dropped_altnames.is_empty()
+            && let Some(l) = &e.link
+            && let Err(x) = self.restore_altnames(l, &p.dropped_altnames)
+        {
+            errs.push(x);
+        }
         for dev in p.rdma_moved.iter().rev() {
             // A deleted netns hands its RDMA devices back to the host by itself.
             if let Some(ns) = netns
@@ -548,6 +615,23 @@ impl Plugin<'_> {
             self.restore_vf(e, s, &mut errs);
         }
         errs
+    }
+
+    /// Give the VF netdev on the host back the altnames dropped for the move.
+    fn restore_altnames(&mut self, l: &HostLink, names: &[String]) -> Result<()> {
+        let mut h = Rtnl::new()?;
+        let Some(f) = h.link_by_name(&l.name)? else {
+            return Ok(());
+        };
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| !f.altnames.contains(n))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            h.add_altnames(f.index, &missing)?;
+        }
+        Ok(())
     }
 
     /// Put one VF setting back to its value in the cache.

@@ -573,3 +573,68 @@ fn gc_releases_attachments_not_listed_and_status_reports_ipam() {
         .ok();
     assert_eq!(lab.snapshot(), before);
 }
+
+#[test]
+fn colliding_altname_is_dropped_for_the_move_and_restored() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let alt = format!("alt{}", lab.id);
+    common::ip_ok(&[
+        "-n",
+        &lab.host.name,
+        "link",
+        "property",
+        "add",
+        "dev",
+        &lab.vf_name(0),
+        "altname",
+        &alt,
+    ]);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    // The pod already has a link called like the VF's altname.
+    common::ip_ok(&[
+        "-n",
+        &lab.pods[p].name,
+        "link",
+        "add",
+        &alt,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "altp",
+    ]);
+    let before = lab.snapshot();
+    let alt_before = common::ip(&[
+        "-n",
+        &lab.host.name,
+        "-j",
+        "link",
+        "show",
+        "dev",
+        &lab.vf_name(0),
+    ]);
+    assert!(String::from_utf8_lossy(&alt_before.stdout).contains(&alt));
+    let conf = lab.conf("1.0.0", 0, json!({}));
+    let res = lab.run("ADD", "alt", "net1", &ns, &conf).ok().clone();
+    assert!(links(&lab.pods[p].name).iter().any(|l| l.name == "net1"));
+    lab.run("DEL", "alt", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.snapshot(), before);
+    let alt_after = common::ip(&[
+        "-n",
+        &lab.host.name,
+        "-j",
+        "link",
+        "show",
+        "dev",
+        &lab.vf_name(0),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&alt_after.stdout).contains(&alt),
+        "altname not restored"
+    );
+}
