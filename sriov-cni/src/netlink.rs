@@ -22,18 +22,19 @@ use netlink_packet_route::route::{
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use std::net::IpAddr;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-static ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static ROUND_TRIPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
-/// Netlink round trips (request + answer) made by this process so far, on every socket
-/// (route and RDMA).
+/// Netlink round trips (request + answer) made by the calling thread so far, on every
+/// socket (route and RDMA). The plugin runs its commands on one thread.
 pub fn round_trips() -> u64 {
-    ROUND_TRIPS.load(Ordering::Relaxed)
+    ROUND_TRIPS.with(|c| c.get())
 }
 
 pub(crate) fn count_round_trip() {
-    ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
+    ROUND_TRIPS.with(|c| c.set(c.get() + 1));
 }
 
 /// A failed netlink operation: what was done, on what, and the kernel's errno.

@@ -52,9 +52,7 @@ impl Netns {
             path: path.to_path_buf(),
             source: std::io::Error::from_raw_os_error(e as i32),
         })?;
-        // /proc/<pid>/ns/net reports procfs on some kernels when opened through the
-        // magic link; what matters is that setns accepts it, so only reject plain files.
-        if st.filesystem_type() != NSFS_MAGIC && !path.starts_with("/proc") {
+        if st.filesystem_type() != NSFS_MAGIC {
             return Err(NetnsError::NotNetns {
                 path: path.to_path_buf(),
             });
