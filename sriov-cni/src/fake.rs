@@ -166,3 +166,38 @@ impl VfConfigurator for FileFake {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mac;
+
+    #[test]
+    fn fake_records_applies_and_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        let mut f = FileFake::new(&path);
+        assert_eq!(f.vf_state("pf", 1).unwrap(), VfState::default());
+        f.set("pf", 1, &VfSetting::Trust { on: true }).unwrap();
+        assert!(f.vf_state("pf", 1).unwrap().trust);
+        let mut st = FakeState::load(&path).unwrap();
+        st.fail.insert("vf:mac".into(), libc::EOPNOTSUPP);
+        st.fail.insert("move".into(), libc::EIO);
+        st.store(&path).unwrap();
+        let e = f
+            .set(
+                "pf",
+                1,
+                &VfSetting::Mac {
+                    mac: Mac([2, 0, 0, 0, 0, 1]),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.errno, Some(libc::EOPNOTSUPP));
+        assert_eq!(f.vf_state("pf", 1).unwrap().mac, Mac::default());
+        assert!(f.fault("move").is_err());
+        assert!(f.fault("up").is_ok());
+        let st = FakeState::load(&path).unwrap();
+        assert_eq!(st.calls.len(), 5, "{:?}", st.calls);
+    }
+}

@@ -964,3 +964,35 @@ impl Plugin<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(extra: &str) -> NetConf {
+        let s = format!(r#"{{"cniVersion":"1.0.0","name":"n","deviceID":"0000:3b:00.2"{extra}}}"#);
+        NetConf::parse(s.as_bytes(), true).unwrap()
+    }
+
+    #[test]
+    fn planned_settings_skip_what_already_holds() {
+        let cur = VfState::default();
+        let c = conf(r#","vlan":0,"spoofchk":"on","trust":"on","max_tx_rate":100"#);
+        // vlan 0 and spoofchk on are already so: only trust and rate are planned.
+        let p = planned_settings(&c, &cur, &cur);
+        assert_eq!(
+            p,
+            vec![
+                VfSetting::Rate { min: 0, max: 100 },
+                VfSetting::Trust { on: true }
+            ]
+        );
+        // ...unless an earlier attachment left the VF differently from its baseline.
+        let mut orig = cur.clone();
+        orig.vlan = 7;
+        let p = planned_settings(&c, &cur, &orig);
+        assert_eq!(p[0].name(), "vlan");
+        // No settings in the config: nothing touches the PF.
+        assert!(planned_settings(&conf(""), &cur, &cur).is_empty());
+    }
+}

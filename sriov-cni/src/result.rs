@@ -198,7 +198,11 @@ impl CniResult {
                 });
             }
         }
-        r.dns = o.get("dns").filter(|d| !d.is_null()).cloned();
+        // `{}` (what host-local sends) means no DNS settings.
+        r.dns = o
+            .get("dns")
+            .filter(|d| !d.is_null() && d.as_object().is_none_or(|m| !m.is_empty()))
+            .cloned();
         Ok(r)
     }
 

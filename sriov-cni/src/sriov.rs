@@ -343,3 +343,82 @@ impl VfConfigurator for NetlinkVf {
         nl.set_netns(idx, to.raw_fd() as u32, dev)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::LinkAttribute;
+
+    fn table() -> Vec<LinkVfInfo> {
+        let vf = |i: u32, vlan: u32, trust: bool| {
+            LinkVfInfo(vec![
+                VfInfo::Mac(VfInfoMac::new(i, &[0x0c, 0x42, 0xa1, 0, 0, i as u8])),
+                VfInfo::Vlan(VfInfoVlan::new(i, vlan, 2)),
+                VfInfo::Rate(VfInfoRate::new(i, 0, 500)),
+                VfInfo::SpoofCheck(VfInfoSpoofCheck::new(i, false)),
+                VfInfo::LinkState(VfInfoLinkState::new(i, VfLinkState::Disable)),
+                VfInfo::Trust(VfInfoTrust::new(i, trust)),
+                VfInfo::VlanList(vec![VfVlan::Info(VfVlanInfo::new(
+                    i,
+                    vlan,
+                    2,
+                    VlanProtocol::Ieee8021Ad,
+                ))]),
+            ])
+        };
+        vec![vf(0, 10, false), vf(1, 20, true)]
+    }
+
+    #[test]
+    fn vf_state_read_from_the_pf_table() {
+        // Through the wire format and back, as the kernel's answer would arrive.
+        let mut m = netlink_packet_route::link::LinkMessage::default();
+        m.attributes.push(LinkAttribute::VfInfoList(table()));
+        let bytes = crate::netlink::encode(RouteNetlinkMessage::NewLink(m), 0, 1);
+        let back = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).unwrap();
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) = back.payload else {
+            panic!("{back:?}")
+        };
+        let list = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::VfInfoList(l) => Some(l.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let st = vf_state_from(&list, 1).unwrap();
+        assert_eq!(st.mac, Mac([0x0c, 0x42, 0xa1, 0, 0, 1]));
+        assert_eq!((st.vlan, st.qos, st.proto), (20, 2, VlanProto::Dot1Ad));
+        assert_eq!((st.min_tx_rate, st.max_tx_rate), (0, 500));
+        assert_eq!(
+            (st.spoofchk, st.trust, st.link_state),
+            (false, true, LinkState::Disable)
+        );
+        assert_eq!(vf_state_from(&list, 0).unwrap().vlan, 10);
+        assert!(vf_state_from(&list, 7).is_none());
+    }
+
+    #[test]
+    fn settings_restore_and_describe() {
+        let orig = VfState::default();
+        let s = VfSetting::Vlan {
+            vlan: 100,
+            qos: 1,
+            proto: VlanProto::Dot1Ad,
+        };
+        assert!(!s.holds_in(&orig));
+        let mut st = orig.clone();
+        s.apply_to(&mut st);
+        assert!(s.holds_in(&st));
+        assert_eq!(
+            s.current(&orig).describe(),
+            "vlan=0 vlanQoS=0 vlanProto=802.1q"
+        );
+        assert_eq!(s.describe(), "vlan=100 vlanQoS=1 vlanProto=802.1ad");
+        s.current(&orig).apply_to(&mut st);
+        assert_eq!(st, orig);
+    }
+}

@@ -638,3 +638,51 @@ fn colliding_altname_is_dropped_for_the_move_and_restored() {
         "altname not restored"
     );
 }
+
+#[test]
+fn chained_after_another_plugin_and_logs_to_log_file() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let before = lab.snapshot();
+    let log = lab.tmp.path().join("sriov.log");
+    let prev = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "mac": "0a:58:0a:00:00:05", "sandbox": ns}],
+        "ips": [{"address": "10.0.0.5/24", "gateway": "10.0.0.1", "interface": 0}],
+        "dns": {"nameservers": ["10.0.0.10"]}
+    });
+    let mut conf = lab.conf("1.0.0", 0, json!({"logFile": log.display().to_string()}));
+    conf["prevResult"] = prev;
+    let r = lab.run("ADD", "chain", "net1", &ns, &conf);
+    let res = r.ok().clone();
+    assert_eq!(
+        r.stdout.trim().lines().count(),
+        1,
+        "stdout carries only the result"
+    );
+    assert!(
+        r.stderr.trim().is_empty(),
+        "logs went to stderr: {}",
+        r.stderr
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("ADD chain/net1")
+    );
+    assert_eq!(res["interfaces"][0]["name"], "eth0");
+    assert_eq!(res["interfaces"][1]["name"], "net1");
+    assert_eq!(res["ips"][0]["address"], "10.0.0.5/24");
+    assert_eq!(res["ips"][1]["interface"], 1);
+    // IPAM's DNS (none here) does not wipe the earlier plugin's.
+    assert_eq!(res["dns"]["nameservers"][0], "10.0.0.10");
+    lab.run("CHECK", "chain", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    lab.run("DEL", "chain", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.snapshot(), before);
+}
