@@ -79,11 +79,27 @@ fn exec_once(bin: &Path, call: &Call<'_>, stdin: &[u8]) -> Result<(bool, Vec<u8>
             _ => {}
         }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|err| Error::io("wait for", bin, err))?;
+    // Bounded wait: a hung IPAM plugin must not hold the VF lock forever.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(IPAM_TIMEOUT) {
+        Ok(r) => r.map_err(|err| Error::io("wait for", bin, err))?,
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            return Err(Error::Ipam {
+                plugin: bin.display().to_string(),
+                msg: format!("no answer within {} s; killed", IPAM_TIMEOUT.as_secs()),
+            });
+        }
+    };
     Ok((out.status.success(), out.stdout))
 }
+
+/// How long an IPAM plugin may take.
+pub const IPAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn plugin_error(plugin: &str, stdout: &[u8]) -> (Option<u64>, Error) {
     let v: Option<Value> = serde_json::from_slice(stdout).ok();
