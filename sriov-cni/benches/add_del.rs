@@ -132,6 +132,7 @@ fn main() {
         println!("skipped: the ADD/DEL benchmark needs root, iproute2 and host-local");
         return;
     }
+    sriov_cni::log::init(sriov_cni::config::LogLevel::Error, None);
     let n: usize = std::env::var("SRIOV_BENCH_ITERS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -149,6 +149,7 @@ impl Plugin<'_> {
     }
 
     fn add(&mut self, env: &Env, conf: &NetConf) -> Result<Value> {
+        let rt0 = crate::netlink::round_trips();
         // Everything below up to the cache write only reads.
         let pci: PciAddress = conf
             .device_id
@@ -284,7 +285,7 @@ impl Plugin<'_> {
                     "ADD {}/{} VF {pci} done ({} netlink round trips)",
                     env.container_id,
                     env.ifname,
-                    crate::netlink::round_trips()
+                    crate::netlink::round_trips() - rt0
                 );
                 Ok(v)
             }

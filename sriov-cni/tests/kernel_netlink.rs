@@ -194,3 +194,21 @@ fn vf_table_read_is_one_round_trip_and_reports_missing_vf() {
     assert_eq!(e.errno, Some(libc::EOPNOTSUPP));
     assert_eq!(round_trips() - before, 1);
 }
+
+#[test]
+fn rdma_netlink_against_this_kernel() {
+    // Without ib_core the kernel has no NETLINK_RDMA family: the socket itself is refused
+    // (EPROTONOSUPPORT) and the error says so. With it, a device that does not exist is
+    // not found by the dump, and moving a bogus index is refused by the kernel.
+    match sriov_cni::rdma::RdmaNl::new() {
+        Err(e) => assert_eq!(e.errno, Some(libc::EPROTONOSUPPORT), "{e}"),
+        Ok(mut nl) => {
+            assert_eq!(nl.index_of("sriovt-no-such-dev").unwrap(), None);
+            let home = Netns::current().unwrap();
+            let e = nl
+                .set_netns(0xfff0, home.raw_fd() as u32, "bogus")
+                .unwrap_err();
+            assert!(e.errno.is_some(), "{e}");
+        }
+    }
+}
