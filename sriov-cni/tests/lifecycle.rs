@@ -686,3 +686,49 @@ fn chained_after_another_plugin_and_logs_to_log_file() {
         .ok();
     assert_eq!(lab.snapshot(), before);
 }
+
+#[test]
+fn production_path_without_the_fake_reads_the_real_pf() {
+    if !can_run() {
+        return;
+    }
+    // The PF netdev is a real veth here: its VF table is empty, so the real netlink
+    // configurator refuses before anything is changed.
+    let mut lab = Lab::new(1);
+    common::ip_ok(&[
+        "-n",
+        &lab.host.name,
+        "link",
+        "add",
+        &lab.pf,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("q{}", lab.id),
+    ]);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let before = lab.snapshot();
+    let pod_before = links(&lab.pods[p].name);
+    let conf = lab.conf("1.0.0", 0, json!({"vlan": 10}));
+    let r = lab.run_env(
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "real"),
+            ("CNI_IFNAME", "net1"),
+            ("CNI_NETNS", &ns),
+            ("SRIOV_CNI_FAKE_VF_STATE", ""),
+        ],
+        &conf,
+    );
+    assert_eq!(r.err_code(), 103, "{}", r.stdout);
+    assert!(
+        r.msg().contains(&lab.pf) && r.msg().contains("no VF 0"),
+        "{}",
+        r.msg()
+    );
+    assert!(!r.stderr.contains("TEST MODE"), "{}", r.stderr);
+    assert_eq!(lab.snapshot(), before);
+    assert_eq!(links(&lab.pods[p].name), pod_before);
+}
