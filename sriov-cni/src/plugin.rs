@@ -548,6 +548,12 @@ impl Plugin<'_> {
                 self.cache().store(&e2)?;
                 continue;
             }
+            // Refusals checked before the move (a name taken in the pod) leave the VF
+            // on the host: then there is nothing to move back, and a pod link that
+            // happens to have its name and ifindex must not be mistaken for it.
+            if rtnl_link_is(rtnl, l)? {
+                p.link_moved = false;
+            }
             return Err(err.into());
         }
         Err(Error::Other(format!(

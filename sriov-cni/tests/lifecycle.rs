@@ -732,3 +732,34 @@ fn production_path_without_the_fake_reads_the_real_pf() {
     assert_eq!(lab.snapshot(), before);
     assert_eq!(links(&lab.pods[p].name), pod_before);
 }
+
+#[test]
+fn names_taken_in_the_pod_refuse_the_move_and_touch_nothing() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    // The pod has both the VF's host name and CNI_IFNAME, and (per-netns ifindexes) its
+    // net1 gets the same ifindex the VF has on the host.
+    let vf = lab.vf_name(0);
+    common::ip_ok(&[
+        "-n",
+        &lab.pods[p].name,
+        "link",
+        "add",
+        "net1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &vf,
+    ]);
+    let before = lab.snapshot();
+    let pod_before = links(&lab.pods[p].name);
+    let r = lab.run("ADD", "taken", "net1", &ns, &full_conf(&lab, 0));
+    assert_eq!(r.err_code(), 103, "{}", r.stdout);
+    assert_eq!(lab.snapshot(), before);
+    assert_eq!(links(&lab.pods[p].name), pod_before);
+}
