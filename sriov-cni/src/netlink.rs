@@ -157,6 +157,9 @@ impl Rtnl {
             .map_err(|e| NlError::io("bind", "NETLINK_ROUTE socket", &e))?;
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(|e| NlError::io("connect", "NETLINK_ROUTE socket", &e))?;
+        // Extended ACKs carry the kernel's reason text; capped ACKs keep answers small.
+        let _ = sock.set_ext_ack(true);
+        let _ = sock.set_cap_ack(true);
         Ok(Rtnl {
             sock,
             seq: 0,
@@ -231,7 +234,13 @@ impl Rtnl {
                     NetlinkPayload::Error(e) => {
                         return match e.code {
                             None => Ok(replies),
-                            Some(c) => Err(NlError::errno(op, target, -c.get())),
+                            Some(c) => {
+                                let mut err = NlError::errno(op, target, -c.get());
+                                if let Some(text) = ext_ack_message(&e.header) {
+                                    err.msg = format!("{} ({text})", err.msg);
+                                }
+                                Err(err)
+                            }
                         };
                     }
                     NetlinkPayload::Done(_) => return Ok(replies),
@@ -446,6 +455,27 @@ impl Rtnl {
         )
         .map(|_| ())
     }
+}
+
+/// The `NLMSGERR_ATTR_MSG` text of an extended ACK: the bytes after the error code are
+/// the echoed request header (capped ACK), then attributes.
+pub fn ext_ack_message(after_code: &[u8]) -> Option<String> {
+    let mut off = 16;
+    while off + 4 <= after_code.len() {
+        let len = u16::from_ne_bytes([after_code[off], after_code[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([after_code[off + 2], after_code[off + 3]]);
+        if len < 4 || off + len > after_code.len() {
+            return None;
+        }
+        if kind == 1 {
+            let text = String::from_utf8_lossy(&after_code[off + 4..off + len])
+                .trim_end_matches('\0')
+                .to_string();
+            return (!text.is_empty()).then_some(text);
+        }
+        off += (len + 3) & !3;
+    }
+    None
 }
 
 fn family(a: &IpAddr) -> AddressFamily {

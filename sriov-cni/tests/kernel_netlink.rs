@@ -212,3 +212,24 @@ fn rdma_netlink_against_this_kernel() {
         }
     }
 }
+
+#[test]
+fn kernel_reason_text_is_kept_in_errors() {
+    if !can_run() {
+        return;
+    }
+    let ns = Ns::new(format!("sriovt-{}-x", uid()));
+    ip_ok(&[
+        "-n", &ns.name, "link", "add", "pf2", "type", "veth", "peer", "name", "pf2p",
+    ]);
+    let (mut r, idx) = in_ns(&ns, "pf2");
+    let change = sriov_cni::netlink::LinkChange {
+        index: idx,
+        mtu: Some(70000),
+        ..Default::default()
+    };
+    let e = r.set_link(&change, "pf2").unwrap_err();
+    assert_eq!(e.errno, Some(libc::EINVAL));
+    // extended ACK text from the kernel, e.g. "MTU greater than device maximum"
+    assert!(e.msg.to_lowercase().contains("mtu"), "{e}");
+}
