@@ -43,6 +43,9 @@ pub use manifest::{
 };
 pub use strict::{deserialize_strict, from_json_strict};
 
+/// The Kubernetes API types the manifests are read into (1.33).
+pub use k8s_openapi;
+
 /// The daemon's default `--device-plugin-path` (kubelet's device-plugin directory).
 pub const DEFAULT_DEVICE_PLUGIN_PATH: &str = "/var/lib/kubelet/device-plugins/";
 /// Kubelet's plugin-watcher directory.
