@@ -390,7 +390,8 @@ impl Env {
             }
             valid_ifname(&ifname).map_err(|r| bad("CNI_IFNAME", &ifname, &r))?;
         }
-        let netns = get("CNI_NETNS").filter(|s| !s.is_empty());
+        // VERSION, STATUS and GC take no netns; libcni probes VERSION with CNI_NETNS=dummy.
+        let netns = get("CNI_NETNS").filter(|s| per_attachment && !s.is_empty());
         if matches!(command, Command::Add | Command::Check) && netns.is_none() {
             return Err(bad("CNI_NETNS", "", "missing"));
         }
@@ -794,5 +795,15 @@ mod tests {
             let err = Env::from_vars(vars(&[(k, v)])).unwrap_err();
             assert_eq!(err.var, k);
         }
+        // libcni's VERSION probe passes placeholder values that per-attachment commands
+        // would reject; VERSION ignores them.
+        let e = Env::from_vars(vars(&[
+            ("CNI_COMMAND", "VERSION"),
+            ("CNI_NETNS", "dummy"),
+            ("CNI_CONTAINERID", "dummy"),
+            ("CNI_IFNAME", "dummy"),
+        ]))
+        .unwrap();
+        assert_eq!(e.command, Command::Version);
     }
 }
