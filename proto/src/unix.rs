@@ -4,20 +4,28 @@
 //!   bounded time (a missing or dead socket is an error, not a hang).
 //! - [`UnixServer::spawn`]: binds a socket (replacing a stale file), serves tonic
 //!   [`Routes`] on it and stops within a bounded time. Graceful shutdown alone could wait
-//!   forever, because `ListAndWatch` streams never end; after the grace period the server
-//!   task is aborted, which closes every connection.
+//!   forever, because `ListAndWatch` streams never end, and tonic runs each connection on
+//!   its own task, so aborting the server task leaves them open; after the grace period
+//!   every accepted socket is shut down, which ends its streams on both sides.
 
 use std::future::Future;
 use std::io;
+use std::net::Shutdown;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::{Connected, UdsConnectInfo};
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 
 /// How long [`connect_unix`] waits for the connection.
@@ -134,6 +142,103 @@ pub struct UnixServer {
     path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    conns: Conns,
+}
+
+/// The accepted connections, to cut them at shutdown: a duplicate of each socket, kept
+/// while the connection (its [`Tracked`] stream) lives.
+#[derive(Debug, Clone, Default)]
+struct Conns(Arc<Mutex<Vec<Conn>>>);
+
+/// Liveness of one connection, and a duplicate of its socket.
+type Conn = (Weak<()>, std::os::unix::net::UnixStream);
+
+impl Conns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wraps an accepted stream, remembering a duplicate of its socket.
+    fn track(&self, stream: UnixStream) -> io::Result<Tracked> {
+        let std = stream.into_std()?;
+        let dup = std.try_clone()?;
+        let alive = Arc::new(());
+        let mut conns = self.lock();
+        // Forget connections that have ended, so long-lived servers do not pile up fds.
+        conns.retain(|(w, _)| w.strong_count() > 0);
+        conns.push((Arc::downgrade(&alive), dup));
+        drop(conns);
+        Ok(Tracked {
+            inner: UnixStream::from_std(std)?,
+            _alive: alive,
+        })
+    }
+
+    /// Shuts down every live connection's socket: both ends see EOF at once.
+    fn cut(&self) {
+        for (w, s) in self.lock().drain(..) {
+            if w.strong_count() > 0 {
+                // Already-closed sockets are fine to leave alone.
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// An accepted connection whose socket [`Conns`] can shut down from outside.
+struct Tracked {
+    inner: UnixStream,
+    _alive: Arc<()>,
+}
+
+impl Connected for Tracked {
+    type ConnectInfo = UdsConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl UnixServer {
@@ -151,7 +256,9 @@ impl UnixServer {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self, UnixError> {
         let path = path.as_ref().to_path_buf();
-        let incoming = UnixListenerStream::new(bind_unix(&path)?);
+        let conns = Conns::default();
+        let tracker = conns.clone();
+        let incoming = UnixListenerStream::new(bind_unix(&path)?).map(move |s| tracker.track(s?));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             tokio::select! {
@@ -168,6 +275,7 @@ impl UnixServer {
             path,
             stop: Some(stop),
             task: Some(task),
+            conns,
         })
     }
 
@@ -186,9 +294,10 @@ impl UnixServer {
         self.shutdown_within(DEFAULT_SHUTDOWN_GRACE).await
     }
 
-    /// Stops accepting, lets in-flight calls run for at most `grace`, then cuts every
-    /// connection, and removes the socket file (if still there). Returns the server's
-    /// own error if it had failed.
+    /// Stops accepting, lets in-flight calls run for at most `grace`, then shuts down
+    /// every connection's socket (ending streams such as `ListAndWatch` on both sides),
+    /// and removes the socket file (if still there). Returns the server's own error if it
+    /// had failed.
     pub async fn shutdown_within(mut self, grace: Duration) -> Result<(), UnixError> {
         if let Some(stop) = self.stop.take() {
             // The server may already be gone; then there is nobody to tell.
@@ -208,8 +317,10 @@ impl UnixServer {
                 Ok(Err(_)) => Ok(()),
                 Err(_) => {
                     // Streams such as ListAndWatch never finish by themselves.
-                    task.abort();
-                    let _ = task.await;
+                    self.conns.cut();
+                    if tokio::time::timeout(grace, &mut task).await.is_err() {
+                        task.abort();
+                    }
                     Ok(())
                 }
             },
@@ -223,6 +334,7 @@ impl Drop for UnixServer {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+            self.conns.cut();
         }
     }
 }
@@ -282,6 +394,72 @@ mod tests {
 
         assert!(!server.is_finished());
         server.shutdown().await.unwrap();
+        assert!(!sock.exists());
+    }
+
+    /// A DevicePlugin whose ListAndWatch stream never ends, like a real plugin's.
+    struct Endless;
+
+    #[tonic::async_trait]
+    impl dp::device_plugin_server::DevicePlugin for Endless {
+        type ListAndWatchStream =
+            tokio_stream::Pending<Result<dp::ListAndWatchResponse, tonic::Status>>;
+        async fn get_device_plugin_options(
+            &self,
+            _: tonic::Request<dp::Empty>,
+        ) -> Result<tonic::Response<dp::DevicePluginOptions>, tonic::Status> {
+            Ok(tonic::Response::new(dp::DevicePluginOptions::default()))
+        }
+        async fn list_and_watch(
+            &self,
+            _: tonic::Request<dp::Empty>,
+        ) -> Result<tonic::Response<Self::ListAndWatchStream>, tonic::Status> {
+            Ok(tonic::Response::new(tokio_stream::pending()))
+        }
+        async fn get_preferred_allocation(
+            &self,
+            _: tonic::Request<dp::PreferredAllocationRequest>,
+        ) -> Result<tonic::Response<dp::PreferredAllocationResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn allocate(
+            &self,
+            _: tonic::Request<dp::AllocateRequest>,
+        ) -> Result<tonic::Response<dp::AllocateResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn pre_start_container(
+            &self,
+            _: tonic::Request<dp::PreStartContainerRequest>,
+        ) -> Result<tonic::Response<dp::PreStartContainerResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_open_streams_within_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("plugin.sock");
+        let server = UnixServer::spawn(
+            &sock,
+            Routes::new(dp::device_plugin_server::DevicePluginServer::new(Endless)),
+        )
+        .unwrap();
+        let mut client =
+            dp::device_plugin_client::DevicePluginClient::new(connect_unix(&sock).await.unwrap());
+        let mut stream = client
+            .list_and_watch(dp::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        let bound = Duration::from_secs(5);
+        tokio::time::timeout(bound, server.shutdown_within(Duration::from_millis(50)))
+            .await
+            .unwrap()
+            .unwrap();
+        // The client learns at once: the stream ends (error or end), no hang.
+        let end = tokio::time::timeout(bound, stream.message()).await.unwrap();
+        assert!(!matches!(end, Ok(Some(_))), "{end:?}");
         assert!(!sock.exists());
     }
 
