@@ -13,93 +13,28 @@
 
 mod e2e_common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 
+use e2e_common::podman::{Podman as PodmanBase, RUN_OPTS, podman_unavailable};
 use e2e_common::*;
 use serde_json::{Value, json};
 
-/// Why podman cannot run here, if it cannot.
-fn podman_unavailable() -> Option<String> {
-    if let Err(e) = privileged() {
-        return Some(e);
-    }
-    match Command::new("podman").arg("--version").output() {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "`podman --version` failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        )),
-        Err(e) => Some(format!("no podman ({e}); apt-get install podman")),
-    }
-}
-
-/// A private mount namespace held open by a child process. Podman runs in it so that
-/// its netns and storage mounts stay out of the machine's mount table, and so that the
-/// cgroup2 hierarchy of a hybrid cgroup setup can be hidden: crun refuses to start in
-/// hybrid mode ("cgroups in hybrid mode not supported"), and the containers here run
-/// with `--cgroups disabled` anyway.
-struct MountNs {
-    holder: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl MountNs {
-    fn new() -> MountNs {
-        let mut holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "slave", "--", "sh", "-c"])
-            .arg(
-                "if grep -q ' /sys/fs/cgroup/unified cgroup2 ' /proc/self/mounts; then \
-                 umount /sys/fs/cgroup/unified || exit 1; fi; echo ready; exec cat >/dev/null",
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(holder.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "mount namespace holder did not start");
-        let stdin = holder.stdin.take();
-        MountNs { holder, stdin }
-    }
-
-    fn path(&self) -> String {
-        format!("/proc/{}/ns/mnt", self.holder.id())
-    }
-}
-
-impl Drop for MountNs {
-    fn drop(&mut self) {
-        drop(self.stdin.take()); // EOF ends `cat`, and the namespace with it
-        let _ = self.holder.wait();
-    }
-}
-
-/// Podman with its own directories, run inside the VF host's netns and our mount ns.
+/// Podman on the CNI backend, run inside the VF host's netns: its plugin dir holds our
+/// `sriov` beside Debian's plugins.
 struct Podman<'a> {
-    dir: PathBuf,
-    mnt: MountNs,
+    base: PodmanBase,
     host: &'a VfHost,
     netconf_dir: PathBuf,
 }
 
 impl<'a> Podman<'a> {
-    /// Sets up podman's directories, its CNI plugin dir (our `sriov` beside Debian's
-    /// plugins) and a busybox image.
+    /// Sets up podman's directories, its CNI plugin dir and a busybox image.
     fn new(host: &'a VfHost) -> Podman<'a> {
         let dir = host.tmp.path().join("podman");
         let netconf_dir = dir.join("net.d");
         let plugins = dir.join("cni-bin");
-        for d in [
-            &netconf_dir,
-            &plugins,
-            &dir.join("storage"),
-            &dir.join("run"),
-            &dir.join("tmp"),
-        ] {
+        for d in [&netconf_dir, &plugins] {
             std::fs::create_dir_all(d).unwrap();
         }
         // `sriov` in the plugin dir is a two-line wrapper that points the real binary at
@@ -129,20 +64,9 @@ impl<'a> Podman<'a> {
             );
             std::os::unix::fs::symlink(src, plugins.join(p)).unwrap();
         }
-        // network_backend/cni_plugin_dirs/network_config_dir: the CNI backend with our
-        // plugin dir; default_ulimits = [] with --ulimit host because this sandbox may not
-        // raise rlimits; cgroupfs + file events: no systemd here.
-        let conf = format!(
-            "[containers]\ndefault_ulimits = []\n\n[network]\nnetwork_backend = \"cni\"\n\
-             cni_plugin_dirs = [\"{}\"]\nnetwork_config_dir = \"{}\"\n\n[engine]\n\
-             cgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-            plugins.display(),
-            netconf_dir.display()
-        );
-        std::fs::write(dir.join("containers.conf"), conf).unwrap();
+        let base = PodmanBase::new(&dir, Some((&plugins, &netconf_dir)), Some(host.host.path()));
         let pm = Podman {
-            dir,
-            mnt: MountNs::new(),
+            base,
             host,
             netconf_dir,
         };
@@ -151,23 +75,11 @@ impl<'a> Podman<'a> {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--mount={}", self.mnt.path()))
-            .arg(format!("--net={}", self.host.host.path()))
-            .args(["--", "podman", "--root"])
-            .arg(self.dir.join("storage"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .arg("--tmpdir")
-            .arg(self.dir.join("tmp"))
-            .args(["--storage-driver", "vfs"])
-            .args(args)
-            .env("CONTAINERS_CONF", self.dir.join("containers.conf"));
-        c
+        self.base.cmd(args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        run_ok(&mut self.cmd(args)).trim().to_owned()
+        self.base.ok(args)
     }
 
     /// Images cannot be pulled here: import a root filesystem of Debian's static busybox.
@@ -179,13 +91,13 @@ impl<'a> Podman<'a> {
             static_bb,
             "/bin/busybox is not a static busybox: apt-get install busybox-static"
         );
-        let rootfs = self.dir.join("rootfs");
+        let rootfs = self.base.dir.join("rootfs");
         std::fs::create_dir_all(rootfs.join("bin")).unwrap();
         std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
         for applet in ["sh", "sleep", "ip", "cat", "ls"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
-        let tar = self.dir.join("rootfs.tar");
+        let tar = self.base.dir.join("rootfs.tar");
         run_ok(
             Command::new("tar")
                 .arg("-C")
@@ -203,7 +115,7 @@ impl<'a> Podman<'a> {
 
     /// The `sriov` plugin's log (`logFile` in the conflist).
     fn log_file(&self) -> PathBuf {
-        self.dir.join("sriov.log")
+        self.base.dir.join("sriov.log")
     }
 
     /// Writes a conflist: `sriov` on `vf` (fixed deviceID: no multus here) with
@@ -265,14 +177,6 @@ impl<'a> Podman<'a> {
             .filter(|l| l.contains("CNI-DN-"))
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Drop for Podman<'_> {
-    /// A failed test still removes its containers (DEL through podman) before the mount
-    /// namespace and the directories go.
-    fn drop(&mut self) {
-        let _ = self.cmd(&["rm", "-a", "-f", "-t", "0"]).output();
     }
 }
 
@@ -378,23 +282,13 @@ fn podman_runs_a_container_on_an_sriov_tuning_portmap_chain() {
     // ADD on start.
     let name = format!("pdm-{}", host.id);
     let network = format!("{net}:interface_name=net1");
-    let cid = pm.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--ulimit",
-        "host",
-        "--cgroups",
-        "disabled",
-        "--network",
-        &network,
-        "-p",
-        "18080:80",
-        "localhost/e2e-busybox:1",
-        "sleep",
-        "600",
-    ]);
+    let run_args = [
+        &["run", "-d", "--name", &name][..],
+        &RUN_OPTS,
+        &["--network", &network, "-p", "18080:80"],
+    ]
+    .concat();
+    let cid = pm.ok(&[&run_args[..], &["localhost/e2e-busybox:1", "sleep", "600"]].concat());
     assert_eq!(cid.len(), 64, "container id: {cid}");
 
     // The container sees net1 with the host-local address, and tuning's sysctl on it.
@@ -504,20 +398,13 @@ fn podman_cleans_up_when_a_later_plugin_in_the_chain_fails() {
     let before = node_state(&pm, &host, &net);
     let network = format!("{net}:interface_name=net1");
     let name = format!("bad-{}", host.id);
-    let out = run(&mut pm.cmd(&[
-        "run",
-        "--rm",
-        "--name",
-        &name,
-        "--ulimit",
-        "host",
-        "--cgroups",
-        "disabled",
-        "--network",
-        &network,
-        "localhost/e2e-busybox:1",
-        "true",
-    ]));
+    let args = [
+        &["run", "--rm", "--name", &name][..],
+        &RUN_OPTS,
+        &["--network", &network, "localhost/e2e-busybox:1", "true"],
+    ]
+    .concat();
+    let out = run(&mut pm.cmd(&args));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the run should fail");
     assert!(stderr.contains("tuning"), "{stderr}");

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::Value;
 use simhost::{PfSpec, SimHost, VfBinding};
 
+pub mod podman;
+
 /// Debian's reference CNI plugins (containernetworking-plugins).
 pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
 
