@@ -20,7 +20,7 @@ EOC
     ksim() { # OUTFILE ARGS...: one kubelet-sim run
         _f=$1
         shift
-        kubelet-sim --dir "$DPD" --timeout 20 "$@" >"$_f" 2>&1
+        kubelet-sim --dir "$DPD" --timeout 15 "$@" >"$_f" 2>&1
     }
     # kubelet first (it wipes the directory), then the daemons.
     ksim /tmp/ks1.out --expect intel.com/igb_vf,rdma/hca --allocate rdma/hca --allocate intel.com/igb_vf &
@@ -72,12 +72,12 @@ EOC
 
     # VF count changes reach the lists (4 -> 0 -> 2; the kernel refuses 4 -> 2 directly).
     count_is() { # N [IDS]: a fresh kubelet-sim sees N VFs (and exactly IDS)
-        kubelet-sim --dir "$DPD" --timeout 8 --expect intel.com/igb_vf >/tmp/ksn.out 2>&1 || return 1
+        kubelet-sim --dir "$DPD" --timeout 5 --expect intel.com/igb_vf >/tmp/ksn.out 2>&1 || return 1
         grep -q "devices of intel.com/igb_vf: $1 listed" /tmp/ksn.out || return 1
         [ -z "$2" ] || [ "$(listed /tmp/ksn.out intel.com/igb_vf)" = "$2" ]
     }
     echo 0 >"$SYS/$PF_BDF/sriov_numvfs"
-    if wait_for 25 count_is 0; then
+    if wait_for 12 count_is 0; then
         pass plugin.numvfs-0 "sriov_numvfs 0: intel.com/igb_vf lists 0 devices"
     else
         fail plugin.numvfs-0 "$(grep 'devices of\|rror' /tmp/ksn.out | oneline)"
@@ -85,7 +85,7 @@ EOC
     echo 2 >"$SYS/$PF_BDF/sriov_numvfs"
     wait_for 30 vf_count_ready 2
     two="$(vf_bdf 0) $(vf_bdf 1) "
-    if wait_for 25 count_is 2 "$two"; then
+    if wait_for 12 count_is 2 "$two"; then
         pass plugin.numvfs-2 "sriov_numvfs 2: intel.com/igb_vf lists $two"
     else
         fail plugin.numvfs-2 "$(grep -A3 'devices of\|rror' /tmp/ksn.out | oneline)"

@@ -97,14 +97,13 @@ with_prev() { jq -c --slurpfile r "$2" '. + {prevResult: $r[0]}' "$1"; }
 # MAC; no netlink request can write perm_addr back, so no CNI can restore it.
 snap() {
     {
-        ip -j -d link show | jq -S 'map(del(.permaddr))'
+        ip -j -d link show | jq 'map(del(.permaddr))'
         echo "cache:"
         ls "$CACHE_DIR" 2>/dev/null | grep -v '^lock$'
         echo "leases:"
         ls "$IPAM_DIR"/* 2>/dev/null | grep -E '/[0-9a-f.:]+$'
         echo "rdma:"
-        rdma -j dev show 2>/dev/null | jq -c '[.[] | {ifname, node_guid}]'
-        rdma -j link show 2>/dev/null | jq -c '[.[] | {ifname, netdev}]'
+        rdma -j link show 2>/dev/null
     } >"$1"
 }
 # same_snap NAME DESC A B: pass when snapshots A and B are identical, else show the diff

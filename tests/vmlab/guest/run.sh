@@ -11,6 +11,8 @@ for s in /mnt/share/guest/[1-9]*.sh; do
     name=${name#*-}
     if [ -n "$ONLY" ] && ! echo " $ONLY " | grep -q " $name "; then continue; fi
     echo "=== scenario $name at $(cut -d' ' -f1 /proc/uptime)s"
+    t_s=$(uptime_cs)
     . "$s"
+    metric "scenario_${name}_s" "$(( ($(uptime_cs) - t_s) / 100 ))"
 done
 metric guest_wall_s "$(awk -v a="$T_START" -v b="$(now_us)" 'BEGIN {printf "%.1f", (b - a) / 1e6}')"
