@@ -130,11 +130,18 @@ pub(crate) fn read_function(
             reason: "expected a hex number",
         })
     };
-    let vendor = req("vendor")?;
-    let device = req("device")?;
-    let class = req("class")?;
-    // A dangling driver link still names the driver; only its basename matters.
-    let driver = read_link_in_root(root, &dir.join("driver"), true)?.map(|p| base_name(&p));
+    // `uevent` carries vendor, device, class and driver in one read (a quarter of the
+    // syscalls of a VF); the single files are the fallback for trees without it.
+    let (vendor, device, class, driver) = match read_uevent(dir)? {
+        Some(ids) => ids,
+        None => (
+            req("vendor")?,
+            req("device")?,
+            req("class")?,
+            // A dangling driver link still names the driver; only its basename matters.
+            read_link_in_root(root, &dir.join("driver"), true)?.map(|p| base_name(&p)),
+        ),
+    };
     let numa_node = read_parsed(&dir.join("numa_node"), "expected an integer", |s| {
         s.parse::<i64>().ok()
     })?
@@ -211,6 +218,42 @@ pub(crate) fn read_function(
         vf_index,
         vfs,
     })
+}
+
+/// Vendor, device, class and driver from a PCI device's `uevent` (`DRIVER=mlx5_core`,
+/// `PCI_CLASS=20000`, `PCI_ID=15B3:101E`). `Ok(None)` when there is no `uevent` or it lacks
+/// the PCI keys.
+fn read_uevent(dir: &Path) -> Result<Option<(String, String, String, Option<String>)>> {
+    let path = dir.join("uevent");
+    let Some(text) = read_opt(&path)? else {
+        return Ok(None);
+    };
+    let (mut driver, mut class, mut id) = (None, None, None);
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("DRIVER", v)) => driver = Some(v.to_string()),
+            Some(("PCI_CLASS", v)) => class = Some(v),
+            Some(("PCI_ID", v)) => id = Some(v),
+            _ => {}
+        }
+    }
+    let (Some(class), Some(id)) = (class, id) else {
+        return Ok(None);
+    };
+    let bad = |reason| HcaError::Malformed {
+        path: path.clone(),
+        content: text.clone(),
+        reason,
+    };
+    let (v, d) = id
+        .split_once(':')
+        .ok_or_else(|| bad("PCI_ID is not VVVV:DDDD"))?;
+    let vendor = strip_hex(v).ok_or_else(|| bad("PCI_ID is not VVVV:DDDD"))?;
+    let device = strip_hex(d).ok_or_else(|| bad("PCI_ID is not VVVV:DDDD"))?;
+    let class = strip_hex(class)
+        .filter(|c| c.len() <= 6)
+        .ok_or_else(|| bad("PCI_CLASS is not hex"))?;
+    Ok(Some((vendor, device, format!("{class:0>6}"), driver)))
 }
 
 /// The PCI address a link points at (its basename).

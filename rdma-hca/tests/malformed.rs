@@ -75,6 +75,8 @@ fn bad_numa_and_vendor() {
     let e = inventory_err(sim.root());
     assert!(e.to_string().contains("numa_node"), "{e}");
     std::fs::write(&f, "-1").unwrap();
+    // without uevent the single files are read
+    std::fs::remove_file(sim.dev_dir(&sim.vf_address(0, 0)).join("uevent")).unwrap();
     let v = sim.dev_dir(&sim.vf_address(0, 0)).join("vendor");
     std::fs::write(&v, "0xmellanox").unwrap();
     let e = inventory_err(sim.root());
@@ -101,4 +103,29 @@ fn missing_optional_files_are_fine() {
         .function(&sim.vf_address(0, 2).parse().unwrap())
         .unwrap();
     assert_eq!(f.numa_node, None);
+}
+
+#[test]
+fn uevent_and_single_files_agree() {
+    let (_d, sim) = cx6();
+    let h = Host::new(sim.root());
+    let with_uevent = h.inventory().unwrap();
+    // the kernel always writes uevent; trees without it fall back to vendor/device/class
+    for f in with_uevent.functions.keys() {
+        std::fs::remove_file(sim.dev_dir(f.as_str()).join("uevent")).unwrap();
+    }
+    assert_eq!(h.inventory().unwrap(), with_uevent);
+}
+
+#[test]
+fn malformed_uevent() {
+    let (_d, sim) = cx6();
+    let f = sim.dev_dir(&sim.vf_address(0, 1)).join("uevent");
+    std::fs::write(&f, "DRIVER=mlx5_core\nPCI_CLASS=20000\nPCI_ID=15B3-101E\n").unwrap();
+    let e = inventory_err(sim.root());
+    assert!(matches!(e, HcaError::Malformed { .. }), "{e}");
+    assert!(
+        e.to_string().contains("uevent") && e.to_string().contains("PCI_ID"),
+        "{e}"
+    );
 }

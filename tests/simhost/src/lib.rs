@@ -367,6 +367,7 @@ impl SimHost {
         write(&dir.join("vendor"), &format!("0x{MLX_VENDOR}"))?;
         write(&dir.join("device"), &format!("0x{device}"))?;
         write(&dir.join("class"), "0x020000")?;
+        self.write_uevent(addr, driver)?;
         write(&dir.join("numa_node"), &numa.to_string())?;
         if let Some(d) = driver {
             link(
@@ -395,6 +396,30 @@ impl SimHost {
             &self.root.join("sys/bus/pci/devices").join(addr),
         )?;
         Ok(())
+    }
+
+    /// Write the device's `uevent` as the kernel renders it (driver first, then the PCI
+    /// keys), from its `vendor`/`device` files and the bound `driver`.
+    fn write_uevent(&self, addr: &str, driver: Option<&str>) -> io::Result<()> {
+        let dir = self.dev_dir(addr);
+        let id = |f: &str| -> io::Result<String> {
+            Ok(fs::read_to_string(dir.join(f))?
+                .trim()
+                .trim_start_matches("0x")
+                .to_uppercase())
+        };
+        let mut ev = String::new();
+        if let Some(d) = driver {
+            ev.push_str(&format!("DRIVER={d}\n"));
+        }
+        ev.push_str(&format!(
+            "PCI_CLASS=20000\nPCI_ID={}:{}\nPCI_SUBSYS_ID=15B3:0016\nPCI_SLOT_NAME={addr}\nMODALIAS=pci:v0000{}d0000{}sv000015B3sd00000016bc02sc00i00",
+            id("vendor")?,
+            id("device")?,
+            id("vendor")?,
+            id("device")?
+        ));
+        write(&dir.join("uevent"), &ev)
     }
 
     /// Give PCI function `addr` a netdev `name` (ARPHRD `link_type`).
@@ -569,7 +594,7 @@ impl SimHost {
             let _ = fs::remove_file(self.root.join("sys/bus/pci/drivers").join(d).join(addr));
         }
         let _ = fs::remove_file(dir.join("driver"));
-        Ok(())
+        self.write_uevent(addr, None)
     }
 
     /// Bind PCI function `addr` to `driver` (only the link; add netdevs separately).
@@ -586,7 +611,8 @@ impl SimHost {
                 .join("sys/bus/pci/drivers")
                 .join(driver)
                 .join(addr),
-        )
+        )?;
+        self.write_uevent(addr, Some(driver))
     }
 
     /// Set the host RDMA netns mode file (`Y` shared, `N` exclusive).
