@@ -220,10 +220,13 @@ pub(crate) fn read_function(
     })
 }
 
+/// Vendor, device, class and bound driver of a function.
+type Identity = (String, String, String, Option<String>);
+
 /// Vendor, device, class and driver from a PCI device's `uevent` (`DRIVER=mlx5_core`,
 /// `PCI_CLASS=20000`, `PCI_ID=15B3:101E`). `Ok(None)` when there is no `uevent` or it lacks
 /// the PCI keys.
-fn read_uevent(dir: &Path) -> Result<Option<(String, String, String, Option<String>)>> {
+fn read_uevent(dir: &Path) -> Result<Option<Identity>> {
     let path = dir.join("uevent");
     let Some(text) = read_opt(&path)? else {
         return Ok(None);
