@@ -234,40 +234,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Remove this resource's device-info files in `dir` whose device is not in `keep`
-/// (best effort: errors are returned per file, nothing stops at the first).
-pub fn retain_device_info(
-    dir: &Path,
-    prefix: &str,
-    name: &str,
-    keep: &std::collections::BTreeSet<String>,
-) -> Vec<(PathBuf, std::io::Error)> {
-    let mut errors = Vec::new();
-    let head = format!("{prefix}-{name}-");
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return errors;
-    };
-    for e in rd.flatten() {
-        let fname = e.file_name().to_string_lossy().into_owned();
-        let Some(pci) = fname
-            .strip_prefix(&head)
-            .and_then(|r| r.strip_suffix("-device.json"))
-        else {
-            continue;
-        };
-        // a PCI address never contains '-', so this is this resource's file
-        if pci.contains('-') || keep.contains(pci) {
-            continue;
-        }
-        if let Err(err) = std::fs::remove_file(e.path())
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            errors.push((e.path(), err));
-        }
-    }
-    errors
-}
-
 /// Build the response for one container asking for `ids` of `resource`.
 pub fn allocate(
     resource: &Resource,
@@ -446,13 +412,6 @@ mod tests {
                    "pf-pci-address":h.pf_address(0)}})
         );
         assert!(dir.join(device_info_file("rdma", "vhca", &b)).exists());
-        // retain drops files of devices no longer kept, keeps others and foreign files
-        std::fs::write(dir.join("other-x-0000:01:00.0-device.json"), "{}").unwrap();
-        let keep = [b.clone()].into_iter().collect();
-        assert!(retain_device_info(&dir, "rdma", "vhca", &keep).is_empty());
-        assert!(!f.exists());
-        assert!(dir.join(device_info_file("rdma", "vhca", &b)).exists());
-        assert!(dir.join("other-x-0000:01:00.0-device.json").exists());
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! [`Daemon::restart_resource`] recreates one resource's socket and registration (after
 //! a kubelet restart wiped the directory).
 
-use crate::allocate::{AllocateOptions, retain_device_info};
+use crate::allocate::AllocateOptions;
 use crate::cdi;
 use crate::config::{Config, ConfigError};
-use crate::pools::{Pools, Resource, ResourceDevices};
+use crate::device_info_gc;
+use crate::pools::{Pools, Resource};
 use crate::service::PluginService;
 use proto::deviceplugin::v1beta1 as dp;
 use proto::unix::{UnixError, UnixServer, connect_unix};
@@ -71,6 +72,12 @@ pub struct DaemonOptions {
     pub register_backoff: Duration,
     /// Longest delay between `Register` attempts.
     pub register_backoff_max: Duration,
+    /// Kubelet's pod-resources socket, asked which devices are still allocated.
+    pub pod_resources_socket: PathBuf,
+    /// How often device-info files of unallocated devices are swept (`ZERO` = never).
+    pub device_info_gc_interval: Duration,
+    /// How long a new device-info file is kept even when no pod lists its device.
+    pub device_info_gc_grace: Duration,
 }
 
 impl DaemonOptions {
@@ -173,14 +180,10 @@ impl Daemon {
         Ok(())
     }
 
-    /// Device-info cleanup and the CDI spec of a resource (best effort, logged).
+    /// The CDI spec of a resource (best effort, logged). Device-info files are not
+    /// touched here: a VF whose netdev moved into a pod may leave the pool while the pod
+    /// still needs its file; [`Daemon::sweep_device_info`] removes them by allocation.
     fn side_files(&self, r: &Resource) {
-        if let (Some(dir), ResourceDevices::Pool(devs)) = (&self.opts.device_info_dir, &r.devices) {
-            let keep: BTreeSet<String> = devs.keys().cloned().collect();
-            for (path, e) in retain_device_info(dir, &r.config.prefix, &r.config.name, &keep) {
-                warn!(resource = %r.full_name(), path = %path.display(), error = %e, "remove stale device-info file");
-            }
-        }
         if let Some(dir) = &self.opts.cdi_dir {
             match cdi::write_spec(dir, r) {
                 Ok(p) => info!(resource = %r.full_name(), path = %p.display(), "CDI spec written"),
@@ -244,6 +247,60 @@ impl Daemon {
             run.register = register;
         }
         Ok(())
+    }
+
+    /// Recreate every socket and register every resource again.
+    pub fn restart_all(&mut self) -> Result<(), DaemonError> {
+        for name in self.resources() {
+            self.restart_resource(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Re-read the host and apply `config` (a rescan, or a reload with a new config).
+    pub fn rescan(&mut self, config: &Config) -> Result<(), DaemonError> {
+        let pools = self.opts.compute(config)?;
+        self.apply(pools)
+    }
+
+    /// Remove device-info files of our resources whose device no pod holds (per the
+    /// pod-resources API), logging each removal and failure. Skipped (`None`) when there
+    /// is no device-info dir or the pod-resources socket is absent or unanswering.
+    pub async fn sweep_device_info(&self) -> Option<device_info_gc::Sweep> {
+        let dir = self.opts.device_info_dir.as_ref()?;
+        let socket = &self.opts.pod_resources_socket;
+        if !socket.exists() {
+            return None;
+        }
+        let allocated = match device_info_gc::list_allocated(socket).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "device-info sweep skipped");
+                return None;
+            }
+        };
+        let resources: Vec<(String, String)> = self
+            .running
+            .values()
+            .map(|r| {
+                let r = r.tx.borrow();
+                (r.config.prefix.clone(), r.config.name.clone())
+            })
+            .collect();
+        let s = device_info_gc::sweep(
+            dir,
+            &resources,
+            &allocated,
+            self.opts.device_info_gc_grace,
+            std::time::SystemTime::now(),
+        );
+        for p in &s.removed {
+            info!(path = %p.display(), "device-info file removed: device no longer allocated");
+        }
+        for (p, e) in &s.failed {
+            warn!(path = %p.display(), error = %e, "device-info file not removed");
+        }
+        Some(s)
     }
 
     /// Stop every server and remove the sockets.
@@ -359,7 +416,22 @@ pub async fn run(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "all resources served"
     );
-    shutdown.await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let every = daemon.options().device_info_gc_interval;
+    if every.is_zero() {
+        shutdown.await;
+    } else {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = tick.tick() => {
+                    daemon.sweep_device_info().await;
+                }
+            }
+        }
+    }
     info!("shutting down");
     daemon.shutdown().await;
     Ok(())

@@ -6,7 +6,8 @@
 //! - [`selectors`]: which PCI functions a resource takes.
 //! - [`pools`]: inventory + config -> resources, with each function's placement.
 //! - [`discover`]: the `discover` subcommand's report.
-//! - [`allocate`]: env, device specs, device-info files for Allocate; [`cdi`]: CDI specs.
+//! - [`allocate`]: env, device specs, device-info files for Allocate; [`cdi`]: CDI specs;
+//!   [`device_info_gc`]: removing device-info files of devices no pod holds.
 //! - [`preferred`]: the GetPreferredAllocation policy.
 //! - [`service`]: the gRPC `DevicePlugin` service of one resource; [`daemon`]: serving,
 //!   registering and reconciling all of them.
@@ -15,6 +16,7 @@ pub mod allocate;
 pub mod cdi;
 pub mod config;
 pub mod daemon;
+pub mod device_info_gc;
 pub mod discover;
 pub mod events;
 pub mod pools;

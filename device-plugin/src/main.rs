@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use device_plugin::config::{Config, DEFAULT_CONFIG_FILE};
 use device_plugin::daemon::{DaemonOptions, run};
-use device_plugin::{allocate, cdi, discover};
+use device_plugin::{allocate, cdi, device_info_gc, discover};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +38,15 @@ struct Cli {
     /// Where device-info files go.
     #[arg(long, default_value = allocate::DEFAULT_DEVICE_INFO_DIR)]
     device_info_dir: PathBuf,
+    /// Kubelet's pod-resources socket (which devices are still allocated).
+    #[arg(long, default_value = device_info_gc::DEFAULT_POD_RESOURCES_SOCKET)]
+    pod_resources_socket: PathBuf,
+    /// Seconds between sweeps of device-info files of unallocated devices (0 = never).
+    #[arg(long, default_value_t = 60)]
+    device_info_gc_interval: u64,
+    /// Seconds a new device-info file is kept even when no pod lists its device.
+    #[arg(long, default_value_t = device_info_gc::DEFAULT_GRACE.as_secs())]
+    device_info_gc_grace: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -59,6 +68,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match real_main(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -97,6 +107,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 cdi_dir: cli.cdi.then_some(cli.cdi_dir),
                 register_backoff: Duration::from_millis(100),
                 register_backoff_max: Duration::from_secs(5),
+                pod_resources_socket: cli.pod_resources_socket,
+                device_info_gc_interval: Duration::from_secs(cli.device_info_gc_interval),
+                device_info_gc_grace: Duration::from_secs(cli.device_info_gc_grace),
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -126,5 +139,4 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-    let _ = Duration::ZERO;
 }

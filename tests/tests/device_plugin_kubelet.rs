@@ -735,3 +735,65 @@ async fn cdi_mode_writes_specs_and_answers_names() {
     assert_eq!(r.cdi_devices[0].name, "rdma/hca=all");
     assert!(n.dir.path().join("cdi/rdma-hca.json").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_info_files_follow_pod_resources() {
+    let dir = scratch();
+    let pr_sock = dir.path().join("pod-resources.sock");
+    let host = SimHost::create(dir.path().join("host"), Profile::Cx6Dx).unwrap();
+    let kubelet = KubeletSim::start(dir.path().join("dp")).await.unwrap();
+    let _pr = kubelet.serve_pod_resources(&pr_sock).unwrap();
+    let mut node = Node {
+        dir,
+        host,
+        kubelet,
+        daemon: None,
+    };
+    let pr_arg = pr_sock.display().to_string();
+    node.daemon = Some(node.spawn(
+        None,
+        &[
+            "--pod-resources-socket",
+            &pr_arg,
+            "--device-info-gc-interval",
+            "1",
+            "--device-info-gc-grace",
+            "2",
+        ],
+    ));
+    node.registered(&["rdma/vhca"]).await;
+    let pod = node
+        .kubelet
+        .admit_pod(&PodSpec::new("ns", "vf-pod").container("c", &[("rdma/vhca", 1)]))
+        .await
+        .unwrap();
+    let held = pod.device_ids("rdma/vhca")[0].clone();
+    let info = |id: &str| {
+        node.dir
+            .path()
+            .join(format!("devinfo/rdma-vhca-{id}-device.json"))
+    };
+    assert!(info(&held).exists());
+    // an Allocate no pod followed (a failed admission): its file goes after the grace
+    let stray = (0..8)
+        .map(|v| node.host.vf_address(1, v))
+        .chain((0..8).map(|v| node.host.vf_address(0, v)))
+        .find(|a| *a != held)
+        .unwrap();
+    node.kubelet
+        .allocate("rdma/vhca", std::slice::from_ref(&stray))
+        .await
+        .unwrap();
+    assert!(info(&stray).exists());
+    node_tests::fswait::wait_for_removal(&info(&stray), DEFAULT_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.log()));
+    // the pod's file stays while the pod holds the device...
+    assert!(info(&held).exists(), "{}", node.log());
+    // ...and goes once the pod is gone
+    node.kubelet.delete_pod("ns", "vf-pod").unwrap();
+    node_tests::fswait::wait_for_removal(&info(&held), DEFAULT_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.log()));
+    assert!(node.log().contains("device no longer allocated"));
+}
