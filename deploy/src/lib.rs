@@ -22,6 +22,7 @@
 //! unknown keys as well.
 
 mod cni;
+mod deployment;
 mod dpconfig;
 mod error;
 mod manifest;
@@ -31,6 +32,7 @@ pub use cni::{
     DhcpIpam, HostLocalIpam, Ipam, LinkState, MacvlanNetConf, NetConf, NetworkSelection, OnOff,
     Route, SRIOV_CNI_VERSIONS, SriovNetConf, VlanProto, parse_cidr, parse_networks_annotation,
 };
+pub use deployment::{DAEMON_COMMAND, Deployment};
 pub use dpconfig::{
     ConfigFormat, DevicePluginConfig, DeviceType, OneOrMany, RDMA_SHARED_DEFAULT_PREFIX,
     RdmaSharedConfig, RdmaSharedResource, RdmaSharedSelectors, RdmaSriovConfig, RdmaSriovMode,
@@ -58,6 +60,18 @@ pub const DEVINFO_DP_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/dp";
 pub const CNI_BINARY: &str = "sriov";
 /// Where CNI runtimes look for plugin binaries.
 pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
+
+/// The value of `flag` in a container's args (`--flag=value` or `--flag value`).
+pub fn arg_value(c: &k8s_openapi::api::core::v1::Container, flag: &str) -> Option<String> {
+    let args = c.args.as_deref().unwrap_or_default();
+    args.iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix(flag) {
+            Some(v) if v.starts_with('=') => Some(v[1..].to_owned()),
+            Some("") => args.get(i + 1).cloned(),
+            _ => None,
+        })
+}
 
 /// The `deploy/` directory of this checkout.
 pub fn deploy_dir() -> std::path::PathBuf {

@@ -11,60 +11,22 @@ use std::path::Path;
 use deploy_manifests::*;
 use device_plugin::config::Config;
 use device_plugin::pools::{Pools, ResourceDevices};
-use k8s_openapi::api::core::v1::ConfigMap;
 use simhost::{Profile, SimHost};
 
-fn objects() -> Vec<Object> {
-    load_dir(&deploy_dir())
-        .unwrap()
-        .into_iter()
-        .map(|d| d.object)
-        .collect()
+fn deployment() -> Deployment {
+    Deployment::load(&deploy_dir()).unwrap()
 }
 
 fn configmap_data() -> BTreeMap<String, String> {
-    let cm: ConfigMap = objects()
-        .into_iter()
-        .find_map(|o| match o {
-            Object::ConfigMap(c) => Some(*c),
-            _ => None,
-        })
-        .unwrap();
-    cm.data.unwrap()
+    deployment().config_files().clone()
 }
 
-/// The config files the DaemonSet's daemon containers read (`--config-file`, default
-/// /etc/pcidp/config.json), as ConfigMap keys.
+/// The ConfigMap keys the DaemonSet's daemon containers read.
 fn running_keys() -> Vec<String> {
-    let ds = objects()
+    let d = deployment();
+    d.daemon_containers()
         .into_iter()
-        .find_map(|o| match o {
-            Object::DaemonSet(d) => Some(*d),
-            _ => None,
-        })
-        .unwrap();
-    ds.spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers
-        .iter()
-        .filter(|c| c.command.as_deref() == Some(&["/usr/bin/device-plugin".to_owned()]))
-        .map(|c| {
-            let file = c
-                .args
-                .iter()
-                .flatten()
-                .find_map(|a| a.strip_prefix("--config-file="))
-                .unwrap_or(DEFAULT_CONFIG_FILE);
-            Path::new(file)
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|c| d.config_key(c).unwrap())
         .collect()
 }
 
@@ -154,18 +116,9 @@ fn on_simulated_connectx_hosts_the_pools_get_devices() {
 #[test]
 fn probes_test_the_daemons_socket_names() {
     let (_, sockets) = served_on(Profile::Cx6Dx);
-    let ds = objects()
-        .into_iter()
-        .find_map(|o| match o {
-            Object::DaemonSet(d) => Some(*d),
-            _ => None,
-        })
-        .unwrap();
-    let probed: BTreeSet<String> = ds
-        .spec
-        .unwrap()
-        .template
-        .spec
+    let d = deployment();
+    let probed: BTreeSet<String> = d
+        .pod_spec()
         .unwrap()
         .containers
         .iter()
@@ -193,10 +146,7 @@ fn probes_test_the_daemons_socket_names() {
 #[test]
 fn the_sriov_plugin_accepts_the_nads_configs_with_an_injected_device() {
     let mut checked = 0;
-    for o in objects() {
-        let Object::NetworkAttachmentDefinition(nad) = o else {
-            continue;
-        };
+    for nad in deployment().nads {
         let mut conf: serde_json::Value = serde_json::from_str(&nad.spec.config).unwrap();
         if conf["type"] != CNI_BINARY {
             continue;

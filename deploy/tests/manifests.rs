@@ -8,88 +8,37 @@ use std::path::Path;
 
 use deploy_manifests::*;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod};
+use k8s_openapi::api::core::v1::Container;
 
-struct Deployed {
-    daemonset: DaemonSet,
-    configmap: ConfigMap,
-    nads: Vec<NetworkAttachmentDefinition>,
-    pods: Vec<Pod>,
+fn deployed() -> Deployment {
+    Deployment::load(&deploy_dir()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn deployed() -> Deployed {
-    let docs = load_dir(&deploy_dir()).unwrap_or_else(|e| panic!("{e}"));
-    let (mut ds, mut cm, mut nads, mut pods) = (vec![], vec![], vec![], vec![]);
-    for d in docs {
-        match d.object {
-            Object::DaemonSet(o) => ds.push(*o),
-            Object::ConfigMap(o) => cm.push(*o),
-            Object::NetworkAttachmentDefinition(o) => nads.push(*o),
-            Object::Pod(o) => pods.push(*o),
-        }
-    }
-    assert_eq!(ds.len(), 1, "one DaemonSet");
-    assert_eq!(cm.len(), 1, "one ConfigMap");
-    Deployed {
-        daemonset: ds.remove(0),
-        configmap: cm.remove(0),
-        nads,
-        pods,
-    }
-}
-
-fn configs(cm: &ConfigMap) -> BTreeMap<String, DevicePluginConfig> {
-    cm.data
-        .as_ref()
-        .expect("ConfigMap has data")
-        .iter()
-        .map(|(k, v)| {
-            let origin = format!("ConfigMap key {k}");
-            (
-                k.clone(),
-                DevicePluginConfig::parse(&origin, v).unwrap_or_else(|e| panic!("{e}")),
-            )
-        })
+/// Every ConfigMap key, parsed.
+fn configs(d: &Deployment) -> BTreeMap<String, DevicePluginConfig> {
+    d.config_files()
+        .keys()
+        .map(|k| (k.clone(), d.config(k).unwrap_or_else(|e| panic!("{e}"))))
         .collect()
 }
 
-/// The daemon containers of the DaemonSet (those running /usr/bin/device-plugin).
-fn daemons(ds: &DaemonSet) -> Vec<&Container> {
-    pod_spec(ds)
-        .containers
-        .iter()
-        .filter(|c| c.command.as_deref() == Some(&["/usr/bin/device-plugin".to_owned()]))
-        .collect()
+fn daemons(d: &Deployment) -> Vec<&Container> {
+    d.daemon_containers()
 }
 
 /// The config a daemon container reads: the ConfigMap key its --config-file (default
 /// /etc/pcidp/config.json) lands on, through the ConfigMap mounted at /etc/pcidp.
-fn config_of(d: &Deployed, c: &Container) -> (String, DevicePluginConfig) {
-    let file = arg_value(c, "--config-file").unwrap_or(DEFAULT_CONFIG_FILE.to_owned());
-    let dir = Path::new(DEFAULT_CONFIG_FILE).parent().unwrap();
-    assert_eq!(
-        Path::new(&file).parent(),
-        Some(dir),
-        "{}: config under {dir:?}",
-        c.name
-    );
-    let key = Path::new(&file)
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let cfg = configs(&d.configmap)
-        .remove(&key)
-        .unwrap_or_else(|| panic!("{}: ConfigMap has no key {key}", c.name));
+fn config_of(d: &Deployment, c: &Container) -> (String, DevicePluginConfig) {
+    let key = d.config_key(c).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = d.config(&key).unwrap_or_else(|e| panic!("{}: {e}", c.name));
     (key, cfg)
 }
 
 /// Every resource the DaemonSet serves, with the container serving it; a resource served
 /// twice would make two sockets register the same name with kubelet.
-fn served_by(d: &Deployed) -> BTreeMap<String, String> {
+fn served_by(d: &Deployment) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for c in daemons(&d.daemonset) {
+    for c in daemons(d) {
         for r in config_of(d, c).1.resources() {
             let prev = out.insert(r.to_string(), c.name.clone());
             assert_eq!(prev, None, "{r} served by two containers");
@@ -98,12 +47,12 @@ fn served_by(d: &Deployed) -> BTreeMap<String, String> {
     out
 }
 
-fn served(d: &Deployed) -> BTreeSet<String> {
+fn served(d: &Deployment) -> BTreeSet<String> {
     served_by(d).into_keys().collect()
 }
 
-fn pod_spec(ds: &DaemonSet) -> &k8s_openapi::api::core::v1::PodSpec {
-    ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+fn pod_spec(d: &Deployment) -> &k8s_openapi::api::core::v1::PodSpec {
+    d.pod_spec().unwrap()
 }
 
 fn container<'a>(list: &'a [Container], name: &str) -> &'a Container {
@@ -113,7 +62,7 @@ fn container<'a>(list: &'a [Container], name: &str) -> &'a Container {
 }
 
 /// hostPath of the volume mounted at `mount_path` in `c`.
-fn host_path_at(ds: &DaemonSet, c: &Container, mount_path: &str) -> Option<String> {
+fn host_path_at(ds: &Deployment, c: &Container, mount_path: &str) -> Option<String> {
     let m = c
         .volume_mounts
         .iter()
@@ -125,15 +74,6 @@ fn host_path_at(ds: &DaemonSet, c: &Container, mount_path: &str) -> Option<Strin
         .flatten()
         .find(|v| v.name == m.name)?;
     v.host_path.as_ref().map(|h| h.path.clone())
-}
-
-fn arg_value(c: &Container, flag: &str) -> Option<String> {
-    let args = c.args.as_deref().unwrap_or_default();
-    args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix(&format!("{flag}="))
-            .map(str::to_owned)
-            .or_else(|| (a == flag).then(|| args.get(i + 1).cloned()).flatten())
-    })
 }
 
 #[test]
@@ -169,7 +109,17 @@ fn unknown_fields_are_rejected_where_k8s_openapi_would_drop_them() {
     assert_ne!(typo, ds);
     // k8s-openapi on its own accepts the typo and drops the field...
     let lax: DaemonSet = serde_yaml::from_str(&typo).unwrap();
-    assert_eq!(pod_spec(&lax).host_network, None);
+    assert_eq!(
+        lax.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .host_network,
+        None
+    );
     // ...the strict reader names it.
     match parse_documents("typo.yaml", &typo) {
         Err(ManifestError::UnknownFields { origin, fields }) => {
@@ -249,7 +199,7 @@ fn wrong_kinds_and_types_are_rejected_with_the_field() {
 #[test]
 fn configmap_has_a_commented_example_of_each_format() {
     let d = deployed();
-    let cfgs = configs(&d.configmap);
+    let cfgs = configs(&d);
     let formats: BTreeSet<_> = cfgs.values().map(DevicePluginConfig::format).collect();
     assert_eq!(
         formats,
@@ -294,7 +244,7 @@ fn configmap_has_a_commented_example_of_each_format() {
 #[test]
 fn daemonset_host_paths_match_the_daemon_defaults() {
     let d = deployed();
-    let ds = &d.daemonset;
+    let ds = &d;
     let spec = pod_spec(ds);
     assert_eq!(spec.host_network, Some(true));
     let daemons = daemons(ds);
@@ -372,13 +322,16 @@ fn daemonset_host_paths_match_the_daemon_defaults() {
             assert_eq!(m.read_only, Some(true), "{}: {path} read-only", c.name);
         }
     }
-    assert_eq!(ds.metadata.namespace, d.configmap.metadata.namespace);
+    assert_eq!(
+        d.daemonset.metadata.namespace,
+        d.configmap.metadata.namespace
+    );
 }
 
 #[test]
 fn liveness_probes_check_exactly_the_sockets_each_container_serves() {
     let d = deployed();
-    for c in daemons(&d.daemonset) {
+    for c in daemons(&d) {
         let probe = c
             .liveness_probe
             .as_ref()
@@ -416,7 +369,7 @@ fn liveness_probes_check_exactly_the_sockets_each_container_serves() {
 #[test]
 fn daemonset_runs_on_mellanox_nodes_with_requests_and_one_image() {
     let d = deployed();
-    let spec = pod_spec(&d.daemonset);
+    let spec = pod_spec(&d);
     let sel = spec.node_selector.as_ref().unwrap();
     assert_eq!(
         sel.get("feature.node.kubernetes.io/pci-15b3.present")
@@ -458,7 +411,7 @@ fn daemonset_runs_on_mellanox_nodes_with_requests_and_one_image() {
 #[test]
 fn init_container_installs_sriov_atomically() {
     let d = deployed();
-    let spec = pod_spec(&d.daemonset);
+    let spec = pod_spec(&d);
     let init = container(spec.init_containers.as_deref().unwrap(), "install-cni");
     let host = init
         .volume_mounts
@@ -505,7 +458,7 @@ fn nad_resource_names_are_pools_the_daemon_serves() {
     let d = deployed();
     let served = served(&d);
     // Every VF pool of every daemon container's config, by full name.
-    let pools: BTreeMap<String, SriovDpPool> = daemons(&d.daemonset)
+    let pools: BTreeMap<String, SriovDpPool> = daemons(&d)
         .into_iter()
         .filter_map(|c| match config_of(&d, c).1 {
             DevicePluginConfig::SriovDp(dp) => Some(dp.resource_list),
@@ -943,7 +896,7 @@ fn image_holds_the_workspace_binaries_the_daemonset_runs() {
     assert!(bins.contains(&("sriov-cni".to_owned(), CNI_BINARY.to_owned())));
     // Each program the DaemonSet starts (command[0], probe command[0]) is in the image.
     let d = deployed();
-    let spec = pod_spec(&d.daemonset);
+    let spec = pod_spec(&d);
     for c in spec
         .containers
         .iter()
@@ -976,4 +929,40 @@ fn image_holds_the_workspace_binaries_the_daemonset_runs() {
             .unwrap()
             .contains(&format!("cp /usr/bin/{CNI_BINARY} "))
     );
+}
+
+#[test]
+fn deployment_wants_one_daemonset_one_configmap_and_configs_under_etc_pcidp() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = std::fs::read_to_string(deploy_dir().join("daemonset.yaml")).unwrap();
+    let cm = std::fs::read_to_string(deploy_dir().join("configmap.yaml")).unwrap();
+    std::fs::write(dir.path().join("a.yaml"), &ds).unwrap();
+    match Deployment::load(dir.path()) {
+        Err(ManifestError::Invalid { field, message, .. }) => {
+            assert_eq!(
+                (field.as_str(), message.as_str()),
+                ("ConfigMap", "expected exactly one, found 0")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(dir.path().join("b.yaml"), &cm).unwrap();
+    std::fs::write(dir.path().join("c.yaml"), &ds).unwrap();
+    assert!(matches!(
+        Deployment::load(dir.path()),
+        Err(ManifestError::Invalid { field, .. }) if field == "DaemonSet"
+    ));
+    std::fs::remove_file(dir.path().join("c.yaml")).unwrap();
+    let d = Deployment::load(dir.path()).unwrap();
+    let mut c = d.daemon_containers()[0].clone();
+    c.args = Some(vec![
+        "--config-file".into(),
+        "/etc/other/config.json".into(),
+    ]);
+    assert!(d.config_key(&c).is_err());
+    c.args = Some(vec!["--config-file".into(), "/etc/pcidp/x.json".into()]);
+    assert_eq!(d.config_key(&c).unwrap(), "x.json");
+    assert!(d.config("x.json").is_err());
+    c.args = None;
+    assert_eq!(d.config_key(&c).unwrap(), "config.json");
 }

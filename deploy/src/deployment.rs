@@ -1,0 +1,149 @@
+//! The objects of `deploy/` together, and the facts the tests and the e2e harness read
+//! from them: which containers run the daemon, which ConfigMap key each one reads.
+
+use std::path::Path;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
+
+use crate::{
+    DEFAULT_CONFIG_FILE, DevicePluginConfig, ManifestError, NetworkAttachmentDefinition, Object,
+    load_dir,
+};
+
+/// The program of the daemon containers in the image.
+pub const DAEMON_COMMAND: &str = "/usr/bin/device-plugin";
+
+/// Every object of a manifest directory, by kind: one DaemonSet, one ConfigMap, the
+/// NetworkAttachmentDefinitions and the example pods.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The node agent.
+    pub daemonset: DaemonSet,
+    /// Its configuration.
+    pub configmap: ConfigMap,
+    /// The networks, in file order.
+    pub nads: Vec<NetworkAttachmentDefinition>,
+    /// The example pods, in file order.
+    pub pods: Vec<Pod>,
+}
+
+impl Deployment {
+    /// Loads (strictly) every manifest in `dir`; exactly one DaemonSet with a pod
+    /// template and one ConfigMap with data are expected.
+    pub fn load(dir: &Path) -> Result<Deployment, ManifestError> {
+        let (mut ds, mut cm, mut nads, mut pods) = (vec![], vec![], vec![], vec![]);
+        for d in load_dir(dir)? {
+            match d.object {
+                Object::DaemonSet(o) => ds.push(*o),
+                Object::ConfigMap(o) => cm.push(*o),
+                Object::NetworkAttachmentDefinition(o) => nads.push(*o),
+                Object::Pod(o) => pods.push(*o),
+            }
+        }
+        let one = |kind: &str, n: usize| ManifestError::Invalid {
+            origin: dir.display().to_string(),
+            field: kind.to_owned(),
+            message: format!("expected exactly one, found {n}"),
+        };
+        let (daemonset, configmap) = match (ds.len(), cm.len()) {
+            (1, 1) => (ds.remove(0), cm.remove(0)),
+            (1, n) => return Err(one("ConfigMap", n)),
+            (n, _) => return Err(one("DaemonSet", n)),
+        };
+        let missing = |field: &str| ManifestError::Invalid {
+            origin: dir.display().to_string(),
+            field: field.to_owned(),
+            message: "missing".into(),
+        };
+        if daemonset
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .is_none()
+        {
+            return Err(missing("DaemonSet spec.template.spec"));
+        }
+        if configmap.data.is_none() {
+            return Err(missing("ConfigMap data"));
+        }
+        Ok(Deployment {
+            daemonset,
+            configmap,
+            nads,
+            pods,
+        })
+    }
+
+    /// The DaemonSet's pod template spec (present after [`Deployment::load`]).
+    pub fn pod_spec(&self) -> Option<&PodSpec> {
+        self.daemonset
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+    }
+
+    /// The containers that run the device-plugin daemon.
+    pub fn daemon_containers(&self) -> Vec<&Container> {
+        self.pod_spec()
+            .into_iter()
+            .flat_map(|p| &p.containers)
+            .filter(|c| {
+                c.command
+                    .as_deref()
+                    .is_some_and(|cmd| cmd == [DAEMON_COMMAND])
+            })
+            .collect()
+    }
+
+    /// The ConfigMap key a daemon container reads: the file name of its `--config-file`
+    /// (default [`DEFAULT_CONFIG_FILE`]), which must lie in the ConfigMap's directory.
+    pub fn config_key(&self, c: &Container) -> Result<String, ManifestError> {
+        let file = crate::arg_value(c, "--config-file").unwrap_or(DEFAULT_CONFIG_FILE.to_owned());
+        let dir = Path::new(DEFAULT_CONFIG_FILE).parent();
+        match (
+            Path::new(&file).parent() == dir,
+            Path::new(&file).file_name().and_then(|n| n.to_str()),
+        ) {
+            (true, Some(key)) => Ok(key.to_owned()),
+            _ => Err(ManifestError::Invalid {
+                origin: format!("DaemonSet container {}", c.name),
+                field: "--config-file".into(),
+                message: format!("{file:?} is not a file of the ConfigMap at {dir:?}"),
+            }),
+        }
+    }
+
+    /// The ConfigMap's data (key to file content).
+    pub fn config_files(&self) -> &std::collections::BTreeMap<String, String> {
+        static EMPTY: std::collections::BTreeMap<String, String> =
+            std::collections::BTreeMap::new();
+        self.configmap.data.as_ref().unwrap_or(&EMPTY)
+    }
+
+    /// The ConfigMap key `key`, parsed.
+    pub fn config(&self, key: &str) -> Result<DevicePluginConfig, ManifestError> {
+        let origin = format!("ConfigMap key {key}");
+        let text = self
+            .config_files()
+            .get(key)
+            .ok_or_else(|| ManifestError::Invalid {
+                origin: origin.clone(),
+                field: key.to_owned(),
+                message: "no such key".into(),
+            })?;
+        DevicePluginConfig::parse(&origin, text)
+    }
+
+    /// The NAD named `name`.
+    pub fn nad(&self, name: &str) -> Option<&NetworkAttachmentDefinition> {
+        self.nads.iter().find(|n| n.name() == name)
+    }
+
+    /// The example pod named `name`.
+    pub fn pod(&self, name: &str) -> Option<&Pod> {
+        self.pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+    }
+}
