@@ -16,12 +16,12 @@
 
 mod e2e_common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use deploy_manifests::k8s_openapi::api::core::v1::Pod;
-use deploy_manifests::{NetworkAttachmentDefinition, Object};
+use deploy_manifests::{Deployment, NetworkAttachmentDefinition};
 use e2e_common::*;
 use node_tests::simhost::{Profile, SimHost};
 use node_tests::{DEFAULT_TIMEOUT, KubeletSim, PodAllocation, PodSpec, podresources};
@@ -31,52 +31,8 @@ const VF_POOL: &str = "intel.com/mlnx_sriov_rdma";
 const HCA: &str = "rdma/hca";
 
 /// The objects of deploy/.
-struct Deployed {
-    configmap: BTreeMap<String, String>,
-    nads: BTreeMap<String, NetworkAttachmentDefinition>,
-    pods: BTreeMap<String, Pod>,
-    daemon_configs: Vec<String>,
-}
-
-fn deployed() -> Deployed {
-    let mut d = Deployed {
-        configmap: BTreeMap::new(),
-        nads: BTreeMap::new(),
-        pods: BTreeMap::new(),
-        daemon_configs: Vec::new(),
-    };
-    for doc in deploy_manifests::load_dir(&deploy_manifests::deploy_dir()).unwrap() {
-        match doc.object {
-            Object::ConfigMap(c) => d.configmap = c.data.unwrap(),
-            Object::NetworkAttachmentDefinition(n) => {
-                d.nads.insert(n.name().to_owned(), *n);
-            }
-            Object::Pod(p) => {
-                d.pods.insert(p.metadata.name.clone().unwrap(), *p);
-            }
-            Object::DaemonSet(ds) => {
-                for c in ds.spec.unwrap().template.spec.unwrap().containers {
-                    if c.command.as_deref() == Some(&["/usr/bin/device-plugin".to_owned()]) {
-                        let file = c
-                            .args
-                            .iter()
-                            .flatten()
-                            .find_map(|a| a.strip_prefix("--config-file="))
-                            .unwrap_or(deploy_manifests::DEFAULT_CONFIG_FILE)
-                            .to_owned();
-                        let key = Path::new(&file)
-                            .file_name()
-                            .unwrap()
-                            .to_str()
-                            .unwrap()
-                            .to_owned();
-                        d.daemon_configs.push(key);
-                    }
-                }
-            }
-        }
-    }
-    d
+fn deployed() -> Deployment {
+    Deployment::load(&deploy_manifests::deploy_dir()).unwrap()
 }
 
 /// A `device-plugin` process, killed (by its pid) on drop.
@@ -99,7 +55,7 @@ struct Node {
     _pod_resources_server: proto::unix::UnixServer,
     kubelet: KubeletSim,
     pod_resources: PathBuf,
-    deployed: Deployed,
+    deployed: Deployment,
     id: String,
     host: Netns,
     sim: SimHost,
@@ -156,7 +112,7 @@ impl Node {
             std::fs::create_dir_all(tmp.path().join(d)).unwrap();
         }
         let deployed = deployed();
-        for (key, text) in &deployed.configmap {
+        for (key, text) in deployed.config_files() {
             std::fs::write(tmp.path().join("pcidp").join(key), text).unwrap();
         }
         let kubelet = KubeletSim::start(tmp.path().join("device-plugins"))
@@ -164,7 +120,12 @@ impl Node {
             .unwrap();
         let bin = project_bin("device-plugin", "device-plugin");
         let mut daemons = Vec::new();
-        for key in &deployed.daemon_configs {
+        let keys: Vec<String> = deployed
+            .daemon_containers()
+            .into_iter()
+            .map(|c| deployed.config_key(c).unwrap())
+            .collect();
+        for key in &keys {
             let log = tmp.path().join("logs").join(format!("{key}.log"));
             let child = Command::new(&bin)
                 .arg("--root")
@@ -243,7 +204,7 @@ impl Node {
 
     /// The kubelet's view of a pod from deploy/pods.yaml, renamed `name`.
     fn pod(&self, template: &str, name: &str) -> (Pod, PodSpec) {
-        let mut pod = self.deployed.pods[template].clone();
+        let mut pod = self.deployed.pod(template).unwrap().clone();
         pod.metadata.name = Some(name.to_owned());
         let ns = pod.metadata.namespace.clone().unwrap();
         let mut spec = PodSpec::new(&ns, name);
@@ -350,7 +311,7 @@ async fn multus_add(node: &Node, pod: &Pod, running: &mut RunningPod) {
         deploy_manifests::parse_networks_annotation(&running.name, &annotation).unwrap();
     let mut used = BTreeSet::new();
     for (i, sel) in selections.iter().enumerate() {
-        let nad = &node.deployed.nads[&sel.name];
+        let nad = node.deployed.nad(&sel.name).unwrap();
         let ifname = sel.interface.clone().unwrap_or(format!("net{}", i + 1));
         let mut conf: Value = serde_json::from_str(&nad.spec.config).unwrap();
         if conf.get("name").is_none() {
@@ -580,7 +541,10 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
         "exactly one VF netdev left the node: {moved:?}"
     );
     let ip1 = ipv4_of(&pod.netns.name, "net1");
-    assert!(in_range(ip1, &node.deployed.nads["sriov-vlan100"]), "{ip1}");
+    assert!(
+        in_range(ip1, node.deployed.nad("sriov-vlan100").unwrap()),
+        "{ip1}"
+    );
     assert_eq!(net1.result["ips"][0]["address"], format!("{ip1}/24"));
     let settings = node.vf_settings();
     let pf_vf = settings
@@ -592,7 +556,10 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
     assert_eq!(pf_vf.1["max_tx_rate"], 10000);
     // net2 is macvlan on ens192 with the seed notes' range.
     let ip2 = ipv4_of(&pod.netns.name, "net2");
-    assert!(in_range(ip2, &node.deployed.nads["macvlan-conf"]), "{ip2}");
+    assert!(
+        in_range(ip2, node.deployed.nad("macvlan-conf").unwrap()),
+        "{ip2}"
+    );
     // multus' device-info copy for the CNI.
     assert_eq!(node.snapshot().cni_devinfo.len(), 1);
 
@@ -610,7 +577,10 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
     );
     assert_ne!(ip_a, ip_b);
     for ip in [ip_a, ip_b] {
-        assert!(in_range(ip, &node.deployed.nads["sriov-net"]), "{ip}");
+        assert!(
+            in_range(ip, node.deployed.nad("sriov-net").unwrap()),
+            "{ip}"
+        );
     }
 
     // Deletion: DEL (twice), device-info copy removed, netns gone, devices free.

@@ -21,7 +21,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use deploy_manifests::Object;
+use deploy_manifests::Deployment;
 use deploy_manifests::k8s_openapi::api::core::v1::{Container, PodSpec};
 use e2e_common::podman::{Podman, RUN_OPTS, podman_unavailable};
 use e2e_common::*;
@@ -83,14 +83,8 @@ fn static_sriov() -> PathBuf {
 }
 
 fn daemonset_pod() -> PodSpec {
-    deploy_manifests::load_file(&deploy_manifests::deploy_dir().join("daemonset.yaml"))
-        .unwrap()
-        .into_iter()
-        .find_map(|d| match d.object {
-            Object::DaemonSet(ds) => ds.spec.unwrap().template.spec,
-            _ => None,
-        })
-        .unwrap()
+    let d = Deployment::load(&deploy_manifests::deploy_dir()).unwrap();
+    d.pod_spec().unwrap().clone()
 }
 
 /// The `podman run` options that give a container the manifest's security context and
