@@ -11,8 +11,13 @@ if need_bin plugin.registered device-plugin && need_bin plugin.registered kubele
     loadmods rdma
     rdma link add rxe0 type rxe netdev "$PF" || fail plugin.rxe "rdma link add rxe0 on $PF failed"
     U0=$(uverbs_of rxe0)
+    # VF 3 on vfio-pci forms its own pool (DPDK-style), VFs 0-2 the netdev pool.
+    VF3=$(vf_bdf 3)
+    bind_vfio "$VF3" || fail plugin.vfio "cannot bind $VF3 to vfio-pci"
+    G3=$(basename "$(readlink "$SYS/$VF3/iommu_group")")
     cat >/tmp/sriovdp.json <<EOC
-{"resourceList":[{"resourceName":"igb_vf","selectors":{"vendors":["8086"],"devices":["10ca"],"drivers":["igbvf"]}}]}
+{"resourceList":[{"resourceName":"igb_vf","selectors":{"vendors":["8086"],"devices":["10ca"],"drivers":["igbvf"]}},
+ {"resourceName":"igb_vfio","deviceType":"accelerator","selectors":{"vendors":["8086"],"drivers":["vfio-pci"]}}]}
 EOC
     cat >/tmp/rdmashared.json <<EOC
 {"configList":[{"resourceName":"hca","rdmaHcaMax":10,"selectors":{"vendors":["8086"],"ifNames":["$PF"]}}]}
@@ -23,7 +28,8 @@ EOC
         kubelet-sim --dir "$DPD" --timeout 15 "$@" >"$_f" 2>&1
     }
     # kubelet first (it wipes the directory), then the daemons.
-    ksim /tmp/ks1.out --expect intel.com/igb_vf,rdma/hca --allocate rdma/hca --allocate intel.com/igb_vf &
+    ksim /tmp/ks1.out --expect intel.com/igb_vf,intel.com/igb_vfio,rdma/hca --allocate rdma/hca \
+        --allocate intel.com/igb_vfio --allocate intel.com/igb_vf &
     KS=$!
     wait_for 10 test -S "$DPD/kubelet.sock" || fail plugin.registered "kubelet-sim made no kubelet.sock"
     device-plugin --config-file /tmp/sriovdp.json --device-plugin-path "$DPD" --device-info-dir "$DEVINFO" >"$OUT/dp-sriov.log" 2>&1 &
@@ -34,23 +40,28 @@ EOC
     rc=$?
     cp /tmp/ks1.out "$OUT/kubelet-sim-1.out"
     # rc is non-zero when a later --allocate fails: that is judged by its own check
-    if grep -q '^registered intel.com/igb_vf (version v1beta1' /tmp/ks1.out && grep -q '^registered rdma/hca (version v1beta1' /tmp/ks1.out; then
-        pass plugin.registered "intel.com/igb_vf and rdma/hca registered (v1beta1)"
+    if grep -q '^registered intel.com/igb_vf (version v1beta1' /tmp/ks1.out &&
+        grep -q '^registered intel.com/igb_vfio (version v1beta1' /tmp/ks1.out &&
+        grep -q '^registered rdma/hca (version v1beta1' /tmp/ks1.out; then
+        pass plugin.registered "intel.com/igb_vf, intel.com/igb_vfio and rdma/hca registered (v1beta1)"
     else
         fail plugin.registered "kubelet-sim rc $rc: $(tail -n 4 /tmp/ks1.out | oneline) daemon: $(tail -n 2 "$OUT/dp-sriov.log" | oneline)"
     fi
     want=""
-    for i in 0 1 2 3; do want="$want $(vf_bdf $i)"; done
+    for i in 0 1 2; do want="$want $(vf_bdf $i)"; done
     listed() { # FILE RESOURCE: IDs of the listed devices, sorted
         awk -v r="$2" '$0 ~ "^  devices of " r ":" {on = 1; next} on && /^    / {print $1; next} {on = 0}' "$1" | sort | tr '\n' ' '
     }
-    expect_eq plugin.vf-list "intel.com/igb_vf lists the 4 VFs, healthy" \
-        "devices of intel.com/igb_vf: 4 listed, 4 healthy |$(echo $want | tr ' ' '\n' | sort | tr '\n' ' ')" \
+    expect_eq plugin.vf-list "intel.com/igb_vf lists the 3 igbvf VFs, healthy" \
+        "devices of intel.com/igb_vf: 3 listed, 3 healthy |$(echo $want | tr ' ' '\n' | sort | tr '\n' ' ')" \
         "$(grep -o 'devices of intel.com/igb_vf: .*' /tmp/ks1.out | head -n 1) |$(listed /tmp/ks1.out intel.com/igb_vf)"
     expect_eq plugin.hca-list "rdma/hca advertises rdmaHcaMax shared IDs" \
         "devices of rdma/hca: 10 listed, 10 healthy" "$(grep -o 'devices of rdma/hca: .*' /tmp/ks1.out | head -n 1)"
     # Allocate rdma/hca: device specs for rxe0's char devices + rdma_cm, all real char devices.
-    specs=$(awk '/^allocate 1 x rdma\/hca/ {on = 1} /^allocate 1 x intel/ {on = 0} on && / -> / {print $1}' /tmp/ks1.out | sort | tr '\n' ' ')
+    section() { # RESOURCE: host paths of the device specs in its allocate block
+        awk -v r="$1" '/^allocate / {on = ($4 == r)} on && / -> / {print $1}' /tmp/ks1.out | sort | tr '\n' ' '
+    }
+    specs=$(section rdma/hca)
     bad=""
     for s in $specs; do [ -c "$s" ] || bad="$bad $s"; done
     case " $specs" in
@@ -61,6 +72,14 @@ EOC
     fi ;;
     *) fail plugin.alloc-hca "no /dev/infiniband/$U0 (rxe0) in the specs: '$specs'" ;;
     esac
+    # Allocate the vfio VF: device specs for its group and the container device.
+    specs=$(section intel.com/igb_vfio)
+    if [ "$specs" = "/dev/vfio/$G3 /dev/vfio/vfio " ] && [ -c "/dev/vfio/$G3" ] && [ -c /dev/vfio/vfio ]; then
+        pass plugin.alloc-vfio "Allocate intel.com/igb_vfio ($VF3, group $G3) -> $specs"
+    else
+        fail plugin.alloc-vfio "specs '$specs', expected /dev/vfio/$G3 /dev/vfio/vfio: $(grep -A6 'x intel.com/igb_vfio' /tmp/ks1.out | oneline)"
+    fi
+    bind_igbvf "$VF3" || fail plugin.vfio "$VF3 did not come back to igbvf"
     # Allocate a VF: env with its PCI address, device-info file naming it.
     vf=$(grep -o 'PCIDEVICE_INTEL_COM_IGB_VF=[0-9a-f:.]*' /tmp/ks1.out | head -n 1 | cut -d= -f2)
     if [ -n "$vf" ] && echo " $want " | grep -q " $vf " &&
