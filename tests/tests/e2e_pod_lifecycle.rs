@@ -563,6 +563,26 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
     // multus' device-info copy for the CNI.
     assert_eq!(node.snapshot().cni_devinfo.len(), 1);
 
+    // The rdma/hca-only example pod (default network only): no attachment, and the same
+    // RDMA char devices as the first pod, since rdma/hca is shared.
+    let hca_pod = start_pod(&node, "rdma-hca-pod", "rdma-hca-pod").await;
+    assert!(hca_pod.attachments.is_empty());
+    let specs_of = |p: &RunningPod, c: &str| {
+        let mut v: Vec<String> = p
+            .allocation
+            .get(c, HCA)
+            .unwrap()
+            .response
+            .devices
+            .iter()
+            .map(|d| d.host_path.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(specs_of(&hca_pod, "rdma"), specs_of(&pod, "app"));
+    assert!(hca_pod.allocation.get("rdma", VF_POOL).is_none());
+
     // Two more pods on sriov-net: distinct VFs, distinct host-local addresses.
     let a = start_pod(&node, "sriov-pod", "sriov-pod-a").await;
     let b = start_pod(&node, "sriov-pod", "sriov-pod-b").await;
@@ -584,7 +604,7 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
     }
 
     // Deletion: DEL (twice), device-info copy removed, netns gone, devices free.
-    for p in [pod, a, b] {
+    for p in [pod, hca_pod, a, b] {
         delete_pod(&node, p);
     }
     let list = podresources::list(&node.pod_resources).await.unwrap();
