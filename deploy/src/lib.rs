@@ -56,6 +56,9 @@ pub const PLUGINS_REGISTRY_DIR: &str = "/var/lib/kubelet/plugins_registry";
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/pcidp/config.json";
 /// Where the daemon writes device-info files (Network Plumbing WG device-info spec).
 pub const DEVINFO_DP_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/dp";
+/// Kubelet's pod-resources socket, which the daemon asks which devices are still
+/// allocated (to remove the other devices' device-info files).
+pub const POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 /// Name of the CNI binary, which is also the `type` of its network configs.
 pub const CNI_BINARY: &str = "sriov";
 /// Where CNI runtimes look for plugin binaries.

@@ -41,6 +41,10 @@ fn defaults_are_the_daemons() {
         device_plugin::allocate::DEFAULT_DEVICE_INFO_DIR
     );
     assert_eq!(DEFAULT_DEVICE_PLUGIN_PATH, proto::DEVICE_PLUGIN_PATH);
+    assert_eq!(
+        POD_RESOURCES_SOCKET,
+        device_plugin::device_info_gc::DEFAULT_POD_RESOURCES_SOCKET
+    );
 }
 
 #[test]

@@ -143,7 +143,7 @@ fn unknown_fields_are_rejected_where_k8s_openapi_would_drop_them() {
             fields,
             [
                 "spec.updateStrategey",
-                "spec.template.spec.containers.0.volumeMounts.3.readonly",
+                "spec.template.spec.containers.0.volumeMounts.4.readonly",
                 "spec.template.spec.containers.1.volumeMounts.2.readonly"
             ]
         ),
@@ -268,8 +268,30 @@ fn daemonset_host_paths_match_the_daemon_defaults() {
         // The daemon runs with root "/", so each host path is mounted at itself.
         let mut paths = vec![dp_dir, PLUGINS_REGISTRY_DIR, "/sys", "/dev"];
         let (key, cfg) = config_of(&d, c);
+        let pod_resources = Path::new(POD_RESOURCES_SOCKET)
+            .parent()
+            .unwrap()
+            .to_str()
+            .unwrap();
         if cfg.format() == ConfigFormat::SriovDp {
-            paths.push(devinfo); // VF pools write device-info files
+            // VF pools write device-info files, and sweep them by asking pod-resources.
+            paths.extend([devinfo, pod_resources]);
+            assert_eq!(
+                arg_value(c, "--pod-resources-socket").as_deref(),
+                Some(POD_RESOURCES_SOCKET)
+            );
+            let m = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.mount_path == pod_resources)
+                .unwrap();
+            assert_eq!(
+                m.read_only,
+                Some(true),
+                "{}: pod-resources read-only",
+                c.name
+            );
         }
         for path in paths {
             assert_eq!(
