@@ -118,6 +118,8 @@ impl Node {
         let kubelet = KubeletSim::start(tmp.path().join("device-plugins"))
             .await
             .unwrap();
+        let pod_resources = tmp.path().join("pod-resources/kubelet.sock");
+        let server = kubelet.serve_pod_resources(&pod_resources).unwrap();
         let bin = project_bin("device-plugin", "device-plugin");
         let mut daemons = Vec::new();
         let keys: Vec<String> = deployed
@@ -136,6 +138,16 @@ impl Node {
                 .arg(kubelet.dir())
                 .arg("--device-info-dir")
                 .arg(tmp.path().join("devinfo/dp"))
+                // Device-info files of VFs no pod holds go (sweep every second; a file is
+                // kept for a second after Allocate wrote it).
+                .arg("--pod-resources-socket")
+                .arg(&pod_resources)
+                .args([
+                    "--device-info-gc-interval",
+                    "1",
+                    "--device-info-gc-grace",
+                    "1",
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
@@ -143,8 +155,6 @@ impl Node {
                 .unwrap();
             daemons.push(Daemon { child, log });
         }
-        let pod_resources = tmp.path().join("pod-resources/kubelet.sock");
-        let server = kubelet.serve_pod_resources(&pod_resources).unwrap();
         Node {
             daemons,
             _pod_resources_server: server,
@@ -603,9 +613,58 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
         );
     }
 
-    // Deletion: DEL (twice), device-info copy removed, netns gone, devices free.
-    for p in [pod, hca_pod, a, b] {
+    // The daemon sweeps device-plugin device-info files by asking pod-resources. Make the
+    // held VFs' files older than the grace period, add a stray one for a VF no pod holds,
+    // and wait for a sweep to take the stray: the held ones must still be there.
+    let dp_file = |vf: &str| {
+        node.tmp
+            .path()
+            .join("devinfo/dp")
+            .join(format!("{}-{vf}-device.json", VF_POOL.replace('/', "-")))
+    };
+    let backdate = |path: &Path| {
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    };
+    let held = [vf.clone(), vf_a.clone(), vf_b.clone()];
+    let stray = (0..8)
+        .map(|v| node.sim.vf_address(1, v))
+        .rev()
+        .find(|a| !held.contains(a))
+        .unwrap();
+    std::fs::copy(dp_file(&vf), dp_file(&stray)).unwrap();
+    for v in held.iter().chain([&stray]) {
+        backdate(&dp_file(v));
+    }
+    node_tests::fswait::wait_for_removal(&dp_file(&stray), DEFAULT_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.daemon_logs()));
+    for v in &held {
+        assert!(
+            dp_file(v).exists(),
+            "{v} is held: its device-info file stays"
+        );
+    }
+
+    // Deletion: DEL (twice), multus' device-info copy removed, netns gone, devices free,
+    // and the device plugin's file of each freed VF swept.
+    delete_pod(&node, a);
+    node_tests::fswait::wait_for_removal(&dp_file(&vf_a), DEFAULT_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(dp_file(&vf_b).exists() && dp_file(&vf).exists());
+    for p in [pod, hca_pod, b] {
         delete_pod(&node, p);
+    }
+    for v in [&vf, &vf_b] {
+        node_tests::fswait::wait_for_removal(&dp_file(v), DEFAULT_TIMEOUT)
+            .await
+            .unwrap();
     }
     let list = podresources::list(&node.pod_resources).await.unwrap();
     assert!(list.pod_resources.is_empty(), "{list:?}");
