@@ -42,7 +42,8 @@ if need_bin refuse.run sriov; then
     # switched while no other netns exists, so switch first, then make the pod netns.
     loadmods rdma
     VFN2=$(vf_net 2)
-    if rdma system set netns exclusive && rdma link add rxe2 type rxe netdev "$VFN2"; then
+    # (netns teardown is asynchronous: earlier scenarios' pod netns may still be going)
+    if wait_for 15 rdma system set netns exclusive && rdma link add rxe2 type rxe netdev "$VFN2"; then
         ip netns add podr
         refused rdma-netns "$(vf_bdf 2)" '"mac":"02:22:00:00:00:02","vlan":43,' 'rdma|rxe2'
         expect_eq refuse.rdma-netns-rxe "rxe2 still exists on $VFN2" "$VFN2" "$(cat /sys/class/infiniband/rxe2/parent 2>/dev/null)"
