@@ -181,13 +181,18 @@ impl<'a> Podman<'a> {
 }
 
 /// The podman tests compare node-wide state (podman's netns files, libcni's cache dir)
-/// before and after, so they run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// before and after, so they run one at a time, also when a test runner (nextest) runs
+/// each test in its own process: an exclusive flock, released when the guard drops.
+fn serial() -> nix::fcntl::Flock<std::fs::File> {
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("node-tests-podman-cni.lock"))
+        .unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap()
 }
 
 /// libcni's result cache entries for containers of `net` (it keeps them in
