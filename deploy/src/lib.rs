@@ -5,8 +5,8 @@
 //!
 //! | file | objects |
 //! | --- | --- |
-//! | `daemonset.yaml` | DaemonSet `kube-system/sriov-rdma-device-plugin`: init container `install-cni` copies `/usr/bin/sriov` to the host's `/opt/cni/bin/sriov` (copy to a temporary name, then rename); container `device-plugin` with hostNetwork and the host paths it reads and writes |
-//! | `configmap.yaml` | ConfigMap `sriov-rdma-device-plugin-config`, mounted at `/etc/pcidp`: `config.json` (read by the daemon) plus a commented example of every accepted format |
+//! | `daemonset.yaml` | DaemonSet `kube-system/sriov-rdma-device-plugin`, hostNetwork: init container `install-cni` copies `/usr/bin/sriov` to the host's `/opt/cni/bin/sriov` (copy to a temporary name, then rename); container `device-plugin` serves the VF pools of `config.json` (and sweeps device-info files through pod-resources); container `rdma-shared` serves `rdma/hca` from `rdma-shared.json` (one file holds one format) |
+//! | `configmap.yaml` | ConfigMap `sriov-rdma-device-plugin-config`, mounted at `/etc/pcidp`: the two files the daemons read plus examples of k8s-rdma-sriov-dev-plugin's `mode` format, each explained in YAML comments |
 //! | `networks.yaml` | NetworkAttachmentDefinitions: `sriov-net` (VF pool `intel.com/mlnx_sriov_rdma`, host-local IPAM), `sriov-vlan100` (same pool, VLAN 100), `macvlan-conf` (the seed notes' macvlan network) |
 //! | `pods.yaml` | example pods: `rdma-hca-pod` (`rdma/hca: 1`, IPC_LOCK, default network only), `sriov-pod` (one VF as `net1`), `rdma-sriov-pod` (both, plus macvlan as `net2`) |
 //! | `Containerfile` | multi-stage build: static musl binaries, Debian's static busybox, a `scratch` runtime image |
@@ -19,7 +19,8 @@
 //! [`deserialize_strict`] tracks every skipped field with `serde_ignored` and rejects the
 //! document, naming the field's path. The JSON configs inside the ConfigMap and the NADs
 //! are parsed into typed configs ([`DevicePluginConfig`], [`NetConf`]) that deny
-//! unknown keys as well.
+//! unknown keys as well. [`Deployment`] holds the objects of a directory by kind and
+//! answers which containers run the daemon and which ConfigMap key each one reads.
 
 mod cni;
 mod deployment;
