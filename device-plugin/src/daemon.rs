@@ -305,14 +305,18 @@ impl Daemon {
 
     /// Stop every server and remove the sockets.
     pub async fn shutdown(mut self) {
-        for (name, mut r) in std::mem::take(&mut self.running) {
-            r.register.abort();
-            if let Some(s) = r.server.take()
-                && let Err(e) = s.shutdown().await
-            {
-                warn!(resource = %name, error = %e, "shutdown");
-            }
-        }
+        // all at once: each open ListAndWatch stream holds its server for the grace period
+        let stops = std::mem::take(&mut self.running)
+            .into_iter()
+            .filter_map(|(name, mut r)| {
+                r.register.abort();
+                r.server.take().map(|s| async move {
+                    if let Err(e) = s.shutdown().await {
+                        warn!(resource = %name, error = %e, "shutdown");
+                    }
+                })
+            });
+        futures::future::join_all(stops).await;
     }
 }
 
