@@ -40,7 +40,7 @@ pf_carrier() { [ "$(cat "/sys/class/net/$PF/carrier" 2>/dev/null)" = 1 ]; }
 wait_for 10 pf_carrier || fail lab.pf-carrier "$PF has no carrier after 10 s"
 
 t0=$(now_us)
-if echo 4 >"$SYS/$PF_BDF/sriov_numvfs" && wait_for 30 vf_count_ready 4; then
+if echo 4 >"$SYS/$PF_BDF/sriov_numvfs" && wait_for 30 vf_count_ready 4 && wait_for 10 pf_carrier; then
     t1=$(now_us)
     metric numvfs_0_to_4_ms $(((t1 - t0) / 1000))
     got=""
@@ -62,7 +62,8 @@ fi
 
 # Every setter the emulated NIC supports, read back from the PF.
 if ip link set "$PF" vf 3 mac 02:00:00:00:03:03 vlan 33 qos 3 proto 802.1Q &&
-    ip link set "$PF" vf 3 spoofchk off trust on max_tx_rate 100; then
+    # enabling VFs resets the PF: its link (and with it max_tx_rate) may need a moment
+    wait_for 5 ip link set "$PF" vf 3 spoofchk off trust on max_tx_rate 100; then
     line=$(vf_line 3)
     case "$line" in
     *"link/ether 02:00:00:00:03:03"*"vlan 33, qos 3"*"max_tx_rate 100Mbps"*"spoof checking off"*"trust on"*)
