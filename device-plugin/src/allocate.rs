@@ -490,6 +490,41 @@ mod tests {
     }
 
     #[test]
+    fn need_vhost_net_pool_mounts_vhost_and_tun() {
+        let cfg = r#"{"resourceList":[{"resourceName":"vh","selectors":{"needVhostNet":true,"pfNames":["ens1f1#0"]}}]}"#;
+        let d = crate::testutil::tempdir();
+        let h = SimHost::create(d.path().join("host"), Profile::Cx6Dx).unwrap();
+        let inv = Host::new(h.root()).inventory().unwrap();
+        let c = Config::parse(Path::new("t.json"), cfg).unwrap();
+        // without /dev/vhost-net on the host the pool stays empty
+        let p = Pools::compute(&inv, &c, false);
+        let ResourceDevices::Pool(devs) = &p.resource("intel.com/vh").unwrap().devices else {
+            panic!()
+        };
+        assert!(devs.is_empty());
+        let p = Pools::compute(&inv, &c, true);
+        let r = p.resource("intel.com/vh").unwrap();
+        let a = h.vf_address(1, 0);
+        let opts = AllocateOptions {
+            device_info_dir: Some(d.path().join("di")),
+            cdi: false,
+        };
+        let out = allocate(r, std::slice::from_ref(&a), &opts).unwrap();
+        let paths: Vec<&str> = out.devices.iter().map(|s| s.host_path.as_str()).collect();
+        assert_eq!(paths, vec!["/dev/vhost-net", "/dev/net/tun"]);
+        let doc: Value = serde_json::from_slice(
+            &std::fs::read(
+                d.path()
+                    .join("di")
+                    .join(device_info_file("intel.com", "vh", &a)),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(doc["pci"]["vhost-net"], "/dev/vhost-net");
+    }
+
+    #[test]
     fn cdi_mode_returns_names() {
         let (_d, h, p) = pools(Profile::Cx6Dx, "");
         let opts = AllocateOptions {

@@ -197,3 +197,51 @@ impl dp::device_plugin_server::DevicePlugin for PluginService {
         Ok(Response::new(dp::PreStartContainerResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocate::{DeviceSpec, Mount};
+
+    #[test]
+    fn list_response_health_and_topology() {
+        let m = list_response(&[
+            Advertised {
+                id: "0000:3b:00.2".into(),
+                healthy: true,
+                numa_nodes: vec![1],
+            },
+            Advertised {
+                id: "0000:3b:00.3".into(),
+                healthy: false,
+                numa_nodes: vec![],
+            },
+        ]);
+        assert_eq!(m.devices[0].health, "Healthy");
+        assert_eq!(m.devices[0].topology.as_ref().unwrap().nodes[0].id, 1);
+        assert_eq!(m.devices[1].health, "Unhealthy");
+        assert!(m.devices[1].topology.is_none());
+    }
+
+    #[test]
+    fn container_response_carries_everything() {
+        let mut a = ContainerAllocation::default();
+        a.envs.insert("K".into(), "V".into());
+        a.devices.push(DeviceSpec {
+            container_path: "/dev/x".into(),
+            host_path: "/dev/y".into(),
+            permissions: "rw".into(),
+        });
+        a.mounts.push(Mount {
+            container_path: "/c".into(),
+            host_path: "/h".into(),
+            read_only: true,
+        });
+        a.cdi_devices.push("v/c=d".into());
+        let r = container_response(a);
+        assert_eq!(r.envs["K"], "V");
+        assert_eq!(r.devices[0].host_path, "/dev/y");
+        assert!(r.mounts[0].read_only);
+        assert_eq!(r.cdi_devices[0].name, "v/c=d");
+    }
+}
