@@ -554,7 +554,7 @@ impl Parser<'_> {
             };
             let mut selectors = Vec::new();
             for (p, v) in sets {
-                selectors.push(self.sriovdp_selectors(v, &p, device_type)?);
+                selectors.push(self.sriovdp_selectors(v, &p)?);
             }
             let mount_rdma = selectors.iter().any(|s| s.is_rdma);
             let mount_vhost_net = selectors.iter().any(|s| s.need_vhost_net);
@@ -575,12 +575,7 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    fn sriovdp_selectors(
-        &mut self,
-        v: &Value,
-        path: &str,
-        device_type: DeviceType,
-    ) -> Result<Selectors, ConfigError> {
+    fn sriovdp_selectors(&mut self, v: &Value, path: &str) -> Result<Selectors, ConfigError> {
         let m = self.object(v, path)?;
         let known = [
             "vendors",
@@ -618,10 +613,7 @@ impl Parser<'_> {
             is_rdma: self.bool(m, path, "isRdma")?,
             need_vhost_net: self.bool(m, path, "needVhostNet")?,
             devices: self.strings(m, path, "devices", check_hex)?,
-            // netDevice pools take network-class functions only; pools.rs checks the class
-            functions: match device_type {
-                DeviceType::NetDevice | DeviceType::Accelerator => FunctionFilter::Any,
-            },
+            // netDevice pools take network-class functions only: pools.rs checks the class
             ..s
         })
     }
