@@ -138,7 +138,9 @@ pub struct Selectors {
     pub is_rdma: bool,
     /// `needVhostNet`: the host must have `/dev/vhost-net`.
     pub need_vhost_net: bool,
-    /// Built-in: the function must have a netdev.
+    /// Built-in: the function must be a netdev function: bound to a kernel network driver
+    /// (not vfio-pci or a uio driver). Its netdev need not be visible: a VF whose netdev
+    /// the CNI moved into a pod's netns stays in its pool.
     pub need_netdev: bool,
     /// Built-in: PFs, VFs or both.
     pub functions: FunctionFilter,
@@ -239,11 +241,23 @@ impl Selectors {
         if self.need_vhost_net && !cx.vhost_net {
             return false;
         }
-        if self.need_netdev && f.netdevs.is_empty() {
+        if self.need_netdev && !is_netdev_function(f) {
             return false;
         }
         true
     }
+}
+
+/// Drivers that hand a function to user space: such a function has no netdev.
+pub const USERSPACE_DRIVERS: [&str; 4] = ["vfio-pci", "uio_pci_generic", "igb_uio", "pci-stub"];
+
+/// Whether `f` is a netdev function: it shows a netdev, or is bound to a driver that
+/// is not a user-space one (its netdev may live in another netns).
+pub fn is_netdev_function(f: &PciFunction) -> bool {
+    !f.netdevs.is_empty()
+        || f.driver
+            .as_deref()
+            .is_some_and(|d| !USERSPACE_DRIVERS.contains(&d))
 }
 
 /// Index of the first selector set in `sets` that `f` matches; an empty list of sets
@@ -377,6 +391,22 @@ mod tests {
         };
         assert_eq!(matching(&ib, &ibsel).len(), 10);
         assert!(matching(&ib, &eth).is_empty());
+    }
+
+    #[test]
+    fn netdev_moved_into_a_pod_keeps_the_vf_selected() {
+        let d = crate::testutil::tempdir();
+        let h = SimHost::create(d.path(), Profile::Mixed).unwrap();
+        h.remove_netdev(&h.vf_address(0, 1), &h.vf_netdev(0, 1))
+            .unwrap();
+        let i = Host::new(d.path()).inventory().unwrap();
+        let s = Selectors {
+            need_netdev: true,
+            functions: FunctionFilter::VfOnly,
+            ..Default::default()
+        };
+        let want: Vec<String> = (0..4).map(|v| h.vf_address(0, v)).collect();
+        assert_eq!(matching(&i, &s), want);
     }
 
     #[test]
