@@ -3,8 +3,10 @@
 
 use serde_json::Value;
 use simhost::{Profile, SimHost};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn scratch() -> tempfile::TempDir {
     // fixture trees are many small files: tmpfs when there is one
@@ -18,14 +20,45 @@ fn scratch() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// Run the binary; a run that outlives 20 s is killed (a daemon that should have
+/// failed must not hang the test).
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_device-plugin"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_device-plugin"))
         .args(args)
-        // no /etc/pcidp/config.json on the test machine is assumed; pass an absent file
-        // explicitly where the embedded default is wanted
         .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // drain the pipes on threads so a large output cannot block the child
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("device-plugin {args:?} still running after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
 }
 
 /// `discover --json` on `root` with the embedded default config.
@@ -231,7 +264,9 @@ fn broken(damage: impl FnOnce(&SimHost) -> String) {
     let d = scratch();
     let h = SimHost::create(d.path().join("host"), Profile::Cx6Dx).unwrap();
     let want = damage(&h);
-    for args in [vec!["discover", "--json"], vec!["discover"]] {
+    let dp = h.root().join("dp");
+    let daemon = vec!["--device-plugin-path", dp.to_str().unwrap()];
+    for args in [vec!["discover", "--json"], vec!["discover"], daemon] {
         let mut args = args.clone();
         args.extend(["--root", h.root().to_str().unwrap()]);
         let out = run(&args);
