@@ -206,7 +206,9 @@ pub fn is_network(f: &PciFunction) -> bool {
     f.class.starts_with("02")
 }
 
-/// Health of a function: bound, its own netdevs not down, and its PF's link not down.
+/// Health of a function: bound, and the physical link not down: the PF's netdevs for a
+/// VF, its own for a PF. A VF's own netdev is not looked at: a free VF's netdev is
+/// normally down until a pod brings it up (seen on real igb VFs in the QEMU lab).
 fn healthy(f: &PciFunction, inv: &Inventory) -> bool {
     let down = |n: &rdma_hca::Netdev| {
         matches!(
@@ -217,12 +219,12 @@ fn healthy(f: &PciFunction, inv: &Inventory) -> bool {
     if f.driver.is_none() {
         return false;
     }
-    if let Some(pf) = f.physfn.as_ref().and_then(|p| inv.function(p))
-        && inv.netdevs_of(pf).any(down)
-    {
-        return false;
+    match &f.physfn {
+        Some(pf) => inv
+            .function(pf)
+            .is_none_or(|pf| !inv.netdevs_of(pf).any(down)),
+        None => !inv.netdevs_of(f).any(down),
     }
-    !inv.netdevs_of(f).any(down)
 }
 
 fn exclusion(f: &PciFunction, inv: &Inventory) -> Option<Exclusion> {
@@ -471,6 +473,8 @@ mod tests {
         let d = crate::testutil::tempdir();
         let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
         h.set_operstate("ens1f1", "down").unwrap();
+        // a free VF's own netdev is down until a pod brings it up: still healthy
+        h.set_operstate(&h.vf_netdev(0, 3), "down").unwrap();
         let inv = Host::new(d.path()).inventory().unwrap();
         let p = Pools::compute(&inv, &Config::embedded(), false);
         let adv = p.resource("rdma/vhca").unwrap().advertised();
