@@ -797,3 +797,63 @@ async fn device_info_files_follow_pod_resources() {
         .unwrap_or_else(|e| panic!("{e}\n{}", node.log()));
     assert!(node.log().contains("device no longer allocated"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_as_deployed_and_multi_container_allocate() {
+    // the DaemonSet's layout: a VF-pool daemon and an rdma/hca daemon in one directory
+    let mut n = Node::start(Profile::Cx6Dx, Some(&sample("sriovdp-config.json")), &[]).await;
+    let shared = n.dir.path().join("shared.json");
+    std::fs::write(&shared, sample("rdma-sriov-hca.json")).unwrap();
+    let second = n.spawn(Some(&shared), &[]);
+    let first = n.daemon.replace(second);
+    n.registered(&[
+        "intel.com/mlnx_sriov_rdma",
+        "nvidia.com/mlnx_sriov_dpdk",
+        "rdma/hca",
+    ])
+    .await;
+    assert_eq!(
+        n.kubelet
+            .devices("intel.com/mlnx_sriov_rdma")
+            .unwrap()
+            .devices
+            .len(),
+        16
+    );
+    // one Allocate for two containers: a response per container, in order
+    let (a, b) = (n.host.vf_address(0, 0), n.host.vf_address(1, 1));
+    let req = proto::deviceplugin::v1beta1::AllocateRequest {
+        container_requests: vec![
+            proto::deviceplugin::v1beta1::ContainerAllocateRequest {
+                devices_ids: vec![a.clone()],
+            },
+            proto::deviceplugin::v1beta1::ContainerAllocateRequest {
+                devices_ids: vec![b.clone()],
+            },
+        ],
+    };
+    let r = n
+        .kubelet
+        .allocate_request("intel.com/mlnx_sriov_rdma", req)
+        .await
+        .unwrap();
+    assert_eq!(r.container_responses.len(), 2);
+    assert_eq!(
+        r.container_responses[0].envs["PCIDEVICE_INTEL_COM_MLNX_SRIOV_RDMA"],
+        a
+    );
+    assert_eq!(
+        r.container_responses[1].envs["PCIDEVICE_INTEL_COM_MLNX_SRIOV_RDMA"],
+        b
+    );
+    // the first daemon still serves while the second does
+    if let Some(mut c) = first {
+        assert!(
+            c.try_wait().unwrap().is_none(),
+            "first daemon exited\n{}",
+            n.log()
+        );
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
