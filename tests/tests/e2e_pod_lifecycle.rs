@@ -23,9 +23,9 @@ use std::process::{Child, Command, Stdio};
 use deploy_manifests::k8s_openapi::api::core::v1::Pod;
 use deploy_manifests::{Deployment, NetworkAttachmentDefinition};
 use e2e_common::*;
-use node_tests::simhost::{Profile, SimHost};
+use node_tests::simhost::Profile;
 use node_tests::{DEFAULT_TIMEOUT, KubeletSim, PodAllocation, PodSpec, podresources};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const VF_POOL: &str = "intel.com/mlnx_sriov_rdma";
 const HCA: &str = "rdma/hca";
@@ -56,45 +56,16 @@ struct Node {
     kubelet: KubeletSim,
     pod_resources: PathBuf,
     deployed: Deployment,
-    id: String,
-    host: Netns,
-    sim: SimHost,
-    tmp: tempfile::TempDir,
+    /// The fixture host and the temp dir everything lives in; dropped last.
+    h: VfHost,
 }
 
 impl Node {
     async fn start() -> Node {
-        let id = uid();
-        let tmp = tempfile::tempdir().unwrap();
-        let sim = SimHost::create(tmp.path().join("root"), Profile::Cx6Dx).unwrap();
         // Every VF netdev of the fixture is a veth in the node's netns; ens192 is the
         // seed notes' macvlan master.
-        let host = Netns::new(format!("e2e-{id}-node"));
-        for (pf, spec) in sim.pfs().iter().enumerate() {
-            for vf in 0..spec.vfs.len() as u32 {
-                let name = sim.vf_netdev(pf, vf);
-                ip(&[
-                    "-n",
-                    &host.name,
-                    "link",
-                    "add",
-                    &name,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &format!("r{pf}x{vf}"),
-                ]);
-                ip(&[
-                    "-n",
-                    &host.name,
-                    "link",
-                    "set",
-                    &format!("r{pf}x{vf}"),
-                    "up",
-                ]);
-            }
-        }
+        let h = VfHost::profile(Profile::Cx6Dx);
+        let (host, tmp) = (&h.host, &h.tmp);
         ip(&[
             "-n", &host.name, "link", "add", "ens192", "type", "veth", "peer", "name", "ens192p",
         ]);
@@ -105,7 +76,6 @@ impl Node {
             "devinfo/dp",
             "devinfo/cni",
             "ipam",
-            "sriov",
             "pod-resources",
             "logs",
         ] {
@@ -131,7 +101,7 @@ impl Node {
             let log = tmp.path().join("logs").join(format!("{key}.log"));
             let child = Command::new(&bin)
                 .arg("--root")
-                .arg(sim.root())
+                .arg(h.sim.root())
                 .arg("--config-file")
                 .arg(tmp.path().join("pcidp").join(key))
                 .arg("--device-plugin-path")
@@ -161,10 +131,7 @@ impl Node {
             kubelet,
             pod_resources,
             deployed,
-            id,
-            host,
-            sim,
-            tmp,
+            h,
         }
     }
 
@@ -178,38 +145,18 @@ impl Node {
     /// Everything a pod's attachments could leave on the node.
     fn snapshot(&self) -> Snapshot {
         Snapshot {
-            links: links(&self.host.name),
-            leases: tree(&self.tmp.path().join("ipam"))
+            links: links(&self.h.host.name),
+            leases: tree(&self.h.ipam_dir())
                 .into_iter()
                 .filter(|f| !f.ends_with("/lock") && !f.contains("last_reserved_ip"))
                 .collect(),
-            sriov_cache: tree(&self.tmp.path().join("sriov"))
+            sriov_cache: tree(&self.h.data_dir())
                 .into_iter()
                 .filter(|f| !f.starts_with("lock/"))
                 .collect(),
-            cni_devinfo: tree(&self.tmp.path().join("devinfo/cni")),
-            vf_settings: self.vf_settings(),
+            cni_devinfo: tree(&self.h.tmp.path().join("devinfo/cni")),
+            vf_settings: self.h.vf_settings(),
         }
-    }
-
-    fn vf_settings(&self) -> Value {
-        match std::fs::read(self.tmp.path().join("fake-vf.json")) {
-            Ok(b) if !b.is_empty() => serde_json::from_slice::<Value>(&b).unwrap()["vfs"].clone(),
-            _ => json!({}),
-        }
-    }
-
-    /// The environment that points `sriov` at the fixture (sysfs root, its data dir, the
-    /// fake VF configurator: this kernel has no SR-IOV).
-    fn sriov_env(&self) -> Vec<(&'static str, PathBuf)> {
-        vec![
-            ("SRIOV_CNI_SYSFS_ROOT", self.sim.root().to_path_buf()),
-            ("SRIOV_CNI_DATA_DIR", self.tmp.path().join("sriov")),
-            (
-                "SRIOV_CNI_FAKE_VF_STATE",
-                self.tmp.path().join("fake-vf.json"),
-            ),
-        ]
     }
 
     /// The kubelet's view of a pod from deploy/pods.yaml, renamed `name`.
@@ -278,7 +225,7 @@ fn exec_cni(
     conf: &Value,
 ) -> (i32, Value, String) {
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", node.host.path()))
+    cmd.arg(format!("--net={}", node.h.host.path()))
         .arg("--")
         .arg(plugin)
         .env_clear()
@@ -288,7 +235,7 @@ fn exec_cni(
         .env("CNI_NETNS", pod.netns.path())
         .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", CNI_PLUGIN_DIR)
-        .envs(node.sriov_env())
+        .envs(node.h.sriov_env())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -328,7 +275,7 @@ async fn multus_add(node: &Node, pod: &Pod, running: &mut RunningPod) {
             conf["name"] = nad.name().into(); // multus names a nameless delegate after the NAD
         }
         // The test keeps host-local's leases in its temp dir, not /var/lib/cni/networks.
-        conf["ipam"]["dataDir"] = node.tmp.path().join("ipam").display().to_string().into();
+        conf["ipam"]["dataDir"] = node.h.tmp.path().join("ipam").display().to_string().into();
         let (mut device, mut devinfo_copy) = (None, None);
         if let Some(resource) = nad.resource_name() {
             // Which VF did kubelet give this pod? Ask pod-resources, as multus does.
@@ -346,6 +293,7 @@ async fn multus_add(node: &Node, pod: &Pod, running: &mut RunningPod) {
             used.insert(pci.clone());
             // The device plugin's device-info file names the same device.
             let dp_file = node
+                .h
                 .tmp
                 .path()
                 .join("devinfo/dp")
@@ -357,7 +305,7 @@ async fn multus_add(node: &Node, pod: &Pod, running: &mut RunningPod) {
             assert_eq!(info["type"], "pci");
             assert_eq!(info["pci"]["pci-address"], pci.as_str());
             // multus keeps a copy for the CNI (and removes it on DEL), and injects deviceID.
-            let copy = node.tmp.path().join("devinfo/cni").join(format!(
+            let copy = node.h.tmp.path().join("devinfo/cni").join(format!(
                 "{}-{}-{ifname}-device.json",
                 sel.name, running.sandbox_id
             ));
@@ -410,8 +358,8 @@ async fn start_pod(node: &Node, template: &str, name: &str) -> RunningPod {
     let mut running = RunningPod {
         name: name.to_owned(),
         namespace: spec.namespace.clone(),
-        sandbox_id: format!("{:0>64}", format!("{}{}", node.id, name.replace('-', ""))),
-        netns: Netns::new(format!("e2e-{}-{name}", node.id)),
+        sandbox_id: format!("{:0>64}", format!("{}{}", node.h.id, name.replace('-', ""))),
+        netns: Netns::new(format!("e2e-{}-{name}", node.h.id)),
         allocation,
         attachments: Vec::new(),
     };
@@ -507,7 +455,8 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
     for d in specs {
         assert_eq!(d.permissions, "rwm");
         assert!(
-            node.sim
+            node.h
+                .sim
                 .root()
                 .join(d.host_path.trim_start_matches('/'))
                 .exists(),
@@ -542,7 +491,7 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
     let moved: Vec<LinkView> = before
         .links
         .iter()
-        .filter(|l| !links(&node.host.name).contains(l))
+        .filter(|l| !links(&node.h.host.name).contains(l))
         .cloned()
         .collect();
     assert_eq!(
@@ -556,7 +505,7 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
         "{ip1}"
     );
     assert_eq!(net1.result["ips"][0]["address"], format!("{ip1}/24"));
-    let settings = node.vf_settings();
+    let settings = node.h.vf_settings();
     let pf_vf = settings
         .as_object()
         .unwrap()
@@ -617,7 +566,8 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
     // held VFs' files older than the grace period, add a stray one for a VF no pod holds,
     // and wait for a sweep to take the stray: the held ones must still be there.
     let dp_file = |vf: &str| {
-        node.tmp
+        node.h
+            .tmp
             .path()
             .join("devinfo/dp")
             .join(format!("{}-{vf}-device.json", VF_POOL.replace('/', "-")))
@@ -633,7 +583,7 @@ async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
     };
     let held = [vf.clone(), vf_a.clone(), vf_b.clone()];
     let stray = (0..8)
-        .map(|v| node.sim.vf_address(1, v))
+        .map(|v| node.h.sim.vf_address(1, v))
         .rev()
         .find(|a| !held.contains(a))
         .unwrap();

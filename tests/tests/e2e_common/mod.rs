@@ -174,28 +174,29 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
-/// A fixture host: one ConnectX-6 Dx-like PF with `nvf` mlx5 VFs in a simulated sysfs;
-/// each VF's netdev is a veth (the "VF") in a throwaway "host" netns, its peer up beside
-/// it. The `sriov` binary reads the sysfs root, keeps VF settings in a fake state file
-/// (the kernel here has no SR-IOV) and really moves the veth.
+/// A fixture host: a simulated sysfs whose VF netdevs are veths (the "VFs") in a
+/// throwaway "host" netns, each with its peer up beside it. The `sriov` binary reads the
+/// sysfs root, keeps VF settings in a fake state file (the kernel here has no SR-IOV)
+/// and really moves the veths.
 pub struct VfHost {
     pub id: String,
-    pub tmp: tempfile::TempDir,
-    pub sim: SimHost,
     pub host: Netns,
+    pub sim: SimHost,
+    /// Removed last (fields drop in order).
+    pub tmp: tempfile::TempDir,
+    /// Netdev of the first PF.
     pub pf: String,
 }
 
 impl VfHost {
+    /// One ConnectX-6 Dx-like PF with `nvf` mlx5 VFs, with names unique to this test.
     pub fn new(nvf: usize) -> VfHost {
         let id = uid();
-        let tmp = tempfile::tempdir().unwrap();
-        let pf = format!("p{id}");
         let spec = PfSpec {
             bus: "0000:3b".into(),
             devfn: 0,
             first_vf_devfn: 2,
-            netdev: pf.clone(),
+            netdev: format!("p{id}"),
             vf_netdev_prefix: format!("v{id}x"),
             device: "101d".into(),
             vf_device: "101e".into(),
@@ -205,24 +206,49 @@ impl VfHost {
             vfs: vec![VfBinding::Mlx5; nvf],
             up: true,
         };
-        let sim = SimHost::create_with(tmp.path().join("root"), vec![spec], None).unwrap();
+        VfHost::create(id, |root| SimHost::create_with(root, vec![spec], None))
+    }
+
+    /// A host of a simulated-host profile (its VF netdev names are the profile's: they
+    /// only need to be unique inside this host's netns).
+    pub fn profile(profile: simhost::Profile) -> VfHost {
+        VfHost::create(uid(), |root| SimHost::create(root, profile))
+    }
+
+    fn create(id: String, make: impl FnOnce(PathBuf) -> std::io::Result<SimHost>) -> VfHost {
+        let tmp = tempfile::tempdir().unwrap();
+        let sim = make(tmp.path().join("root")).unwrap();
         let host = Netns::new(format!("e2e-{id}-h"));
-        for i in 0..nvf as u32 {
-            let name = sim.vf_netdev(0, i);
-            let peer = format!("r{id}x{i}");
-            ip(&[
-                "-n", &host.name, "link", "add", &name, "type", "veth", "peer", "name", &peer,
-            ]);
-            ip(&["-n", &host.name, "link", "set", &peer, "up"]);
+        for (pf, spec) in sim.pfs().iter().enumerate() {
+            for (vf, binding) in spec.vfs.iter().enumerate() {
+                if *binding != VfBinding::Mlx5 {
+                    continue; // no netdev
+                }
+                let peer = format!("r{pf}x{vf}");
+                ip(&[
+                    "-n",
+                    &host.name,
+                    "link",
+                    "add",
+                    &sim.vf_netdev(pf, vf as u32),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &peer,
+                ]);
+                ip(&["-n", &host.name, "link", "set", &peer, "up"]);
+            }
         }
         for d in ["data", "ipam"] {
             std::fs::create_dir_all(tmp.path().join(d)).unwrap();
         }
+        let pf = sim.pfs()[0].netdev.clone();
         VfHost {
             id,
-            tmp,
-            sim,
             host,
+            sim,
+            tmp,
             pf,
         }
     }
