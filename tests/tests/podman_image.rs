@@ -54,7 +54,7 @@ fn static_sriov() -> PathBuf {
         .and_then(Path::parent)
         .unwrap()
         .join("static-image");
-    let triple = "x86_64-unknown-linux-gnu";
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_ok(
         Command::new(cargo)
@@ -66,7 +66,7 @@ fn static_sriov() -> PathBuf {
                 "--bin",
                 deploy_manifests::CNI_BINARY,
                 "--target",
-                triple,
+                &triple,
             ])
             .arg("--target-dir")
             .arg(&target)
@@ -75,7 +75,7 @@ fn static_sriov() -> PathBuf {
             .current_dir(env!("CARGO_MANIFEST_DIR")),
     );
     let bin = target
-        .join(triple)
+        .join(&triple)
         .join("debug")
         .join(deploy_manifests::CNI_BINARY);
     assert!(is_static(&bin), "{} is not static", bin.display());
