@@ -988,3 +988,19 @@ fn deployment_wants_one_daemonset_one_configmap_and_configs_under_etc_pcidp() {
     c.args = None;
     assert_eq!(d.config_key(&c).unwrap(), "config.json");
 }
+
+#[test]
+fn duplicate_keys_are_rejected() {
+    let ds = std::fs::read_to_string(deploy_dir().join("daemonset.yaml")).unwrap();
+    let dup = ds.replace(
+        "hostNetwork: true",
+        "hostNetwork: true\n      hostNetwork: false",
+    );
+    assert_ne!(dup, ds);
+    match parse_documents("dup.yaml", &dup) {
+        Err(ManifestError::Syntax { message, .. }) => {
+            assert!(message.contains("duplicate"), "{message}")
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
