@@ -7,24 +7,36 @@
 //! stream resends). Startup, a config reload and a rescan all go through it.
 //! [`Daemon::restart_resource`] recreates one resource's socket and registration (after
 //! a kubelet restart wiped the directory).
+//!
+//! [`run_with`] is the daemon's life: an event loop over [`crate::events`] (a new
+//! `kubelet.sock` -> re-register everything; config edits and SIGHUP -> reload, keeping
+//! the running config when the new one is invalid; link events and the periodic rescan
+//! -> recompute the pools, with [`crate::health`] judging devices across scans), a slow
+//! safety poll (our sockets gone, `kubelet.sock` replaced unseen), and SIGTERM -> stop
+//! serving and remove our sockets. With [`Lifecycle::plugins_registry`] each resource is
+//! found by kubelet's plugin watcher ([`crate::registration`]) instead of `Register`.
 
 use crate::allocate::AllocateOptions;
 use crate::cdi;
 use crate::config::{Config, ConfigError};
 use crate::device_info_gc;
+use crate::events::{self, Event};
+use crate::health;
 use crate::pools::{Pools, Resource};
+use crate::registration::{RegistrationOutcome, RegistryService};
 use crate::service::PluginService;
 use proto::deviceplugin::v1beta1 as dp;
+use proto::pluginregistration as pr;
 use proto::unix::{UnixError, UnixServer, connect_unix};
-use rdma_hca::{HcaError, Host};
+use rdma_hca::{HcaError, Host, Inventory};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Errors that stop the daemon (at startup); each names its input.
 #[derive(Debug, thiserror::Error)]
@@ -103,37 +115,136 @@ impl DaemonOptions {
     }
 }
 
+/// How the daemon lives with the node: registration path and rescan cadence.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    /// Serve `pluginregistration` sockets in this directory (kubelet's plugin watcher,
+    /// `/var/lib/kubelet/plugins_registry`) instead of calling `Register`.
+    pub plugins_registry: Option<PathBuf>,
+    /// Periodic rescan interval; `None` = the config's `periodicUpdateInterval`, else
+    /// [`DEFAULT_RESCAN_INTERVAL`]. `ZERO` = off.
+    pub rescan_interval: Option<Duration>,
+    /// Safety poll: our sockets still there, `kubelet.sock` not replaced unseen. Events
+    /// are the primary mechanism; this only catches what inotify missed. `ZERO` = off.
+    pub safety_poll: Duration,
+    /// First delay before recreating a registry socket the kubelet refused.
+    pub registry_retry: Duration,
+}
+
+/// `periodicUpdateInterval` default of k8s-rdma-shared-dev-plugin.
+pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            plugins_registry: None,
+            rescan_interval: None,
+            safety_poll: Duration::from_secs(15),
+            registry_retry: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// The rescan interval in force with `config`.
+    pub fn rescan_interval(&self, config: &Config) -> Duration {
+        self.rescan_interval
+            .or(config.periodic_update_interval)
+            .unwrap_or(DEFAULT_RESCAN_INTERVAL)
+    }
+}
+
 struct Running {
     tx: watch::Sender<Arc<Resource>>,
     server: Option<UnixServer>,
-    register: JoinHandle<()>,
+    /// The `Register` task (none in plugins_registry mode).
+    register: Option<JoinHandle<()>>,
+}
+
+/// Identity of a file: a recreated `kubelet.sock` has a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    ctime_ns: i128,
+}
+
+fn file_id(p: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).ok()?;
+    Some(FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+    })
 }
 
 /// The running daemon.
 pub struct Daemon {
     opts: DaemonOptions,
+    lifecycle: Lifecycle,
     alloc: Arc<AllocateOptions>,
     running: BTreeMap<String, Running>,
+    outcomes: mpsc::UnboundedSender<RegistrationOutcome>,
+    outcomes_rx: Option<mpsc::UnboundedReceiver<RegistrationOutcome>>,
+    /// The `kubelet.sock` our registrations went to.
+    kubelet_id: Option<FileId>,
 }
 
 impl Daemon {
     /// A daemon with nothing served yet.
     pub fn new(opts: DaemonOptions) -> Result<Daemon, DaemonError> {
-        std::fs::create_dir_all(&opts.device_plugin_path).map_err(|source| {
-            DaemonError::PluginDir {
-                path: opts.device_plugin_path.clone(),
-                source,
-            }
-        })?;
+        Daemon::with_lifecycle(opts, Lifecycle::default())
+    }
+
+    /// A daemon with nothing served yet, living by `lifecycle`.
+    pub fn with_lifecycle(
+        opts: DaemonOptions,
+        lifecycle: Lifecycle,
+    ) -> Result<Daemon, DaemonError> {
+        let mut dirs = vec![opts.device_plugin_path.clone()];
+        dirs.extend(lifecycle.plugins_registry.clone());
+        for path in dirs {
+            std::fs::create_dir_all(&path)
+                .map_err(|source| DaemonError::PluginDir { path, source })?;
+        }
         let alloc = Arc::new(AllocateOptions {
             device_info_dir: opts.device_info_dir.clone(),
             cdi: opts.cdi_dir.is_some(),
         });
+        let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+        let kubelet_id = file_id(&opts.kubelet_socket());
         Ok(Daemon {
             opts,
+            lifecycle,
             alloc,
             running: BTreeMap::new(),
+            outcomes,
+            outcomes_rx: Some(outcomes_rx),
+            kubelet_id,
         })
+    }
+
+    /// The lifecycle settings.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// The kubelet's answers to plugin-watcher registrations (once; `None` after).
+    pub fn take_registration_outcomes(
+        &mut self,
+    ) -> Option<mpsc::UnboundedReceiver<RegistrationOutcome>> {
+        self.outcomes_rx.take()
+    }
+
+    /// Where `socket` lives: the plugins_registry dir in that mode, else the
+    /// device-plugin dir.
+    fn socket_path(&self, socket: &str) -> PathBuf {
+        self.lifecycle
+            .plugins_registry
+            .as_deref()
+            .unwrap_or(&self.opts.device_plugin_path)
+            .join(socket)
     }
 
     /// The options.
@@ -163,17 +274,19 @@ impl Daemon {
         }
         for r in pools.resources {
             let name = r.full_name();
-            self.side_files(&r);
             let r = Arc::new(r);
             if let Some(run) = self.running.get(&name) {
                 let same =
                     run.tx.borrow().devices == r.devices && run.tx.borrow().config == r.config;
                 if !same {
-                    info!(resource = %name, devices = r.advertised().len(), "resource updated");
+                    self.side_files(&r);
+                    let healthy = r.advertised().iter().filter(|a| a.healthy).count();
+                    info!(resource = %name, devices = r.advertised().len(), healthy, "resource updated");
                     run.tx.send_replace(r);
                 }
                 continue;
             }
+            self.side_files(&r);
             let run = self.start(r)?;
             self.running.insert(name, run);
         }
@@ -212,8 +325,13 @@ impl Daemon {
         socket: &str,
         service: PluginService,
     ) -> Result<UnixServer, DaemonError> {
-        let path = self.opts.device_plugin_path.join(socket);
-        let routes = Routes::new(dp::device_plugin_server::DevicePluginServer::new(service));
+        let path = self.socket_path(socket);
+        let mut routes = Routes::new(dp::device_plugin_server::DevicePluginServer::new(service));
+        if self.lifecycle.plugins_registry.is_some() {
+            // GetInfo names this same socket as the DevicePlugin endpoint
+            let reg = RegistryService::new(name.to_string(), path.clone(), self.outcomes.clone());
+            routes = routes.add_service(pr::registration_server::RegistrationServer::new(reg));
+        }
         let server = UnixServer::spawn(&path, routes).map_err(|source| DaemonError::Serve {
             resource: name.to_string(),
             source,
@@ -222,10 +340,15 @@ impl Daemon {
         Ok(server)
     }
 
-    fn spawn_register(&self, name: String, socket: String) -> JoinHandle<()> {
+    fn spawn_register(&self, name: String, socket: String) -> Option<JoinHandle<()>> {
+        if self.lifecycle.plugins_registry.is_some() {
+            return None; // kubelet's plugin watcher finds the socket
+        }
         let kubelet = self.opts.kubelet_socket();
         let (first, max) = (self.opts.register_backoff, self.opts.register_backoff_max);
-        tokio::spawn(register_with_backoff(kubelet, name, socket, first, max))
+        Some(tokio::spawn(register_with_backoff(
+            kubelet, name, socket, first, max,
+        )))
     }
 
     /// Recreate the socket of `name` and register it again (kubelet restarted).
@@ -233,7 +356,9 @@ impl Daemon {
         let Some(run) = self.running.get_mut(name) else {
             return Ok(());
         };
-        run.register.abort();
+        if let Some(t) = run.register.take() {
+            t.abort();
+        }
         if let Some(s) = run.server.take() {
             drop(s); // aborts the task; the new bind replaces the file
         }
@@ -251,16 +376,88 @@ impl Daemon {
 
     /// Recreate every socket and register every resource again.
     pub fn restart_all(&mut self) -> Result<(), DaemonError> {
+        self.kubelet_id = file_id(&self.opts.kubelet_socket());
         for name in self.resources() {
             self.restart_resource(&name)?;
         }
         Ok(())
     }
 
+    /// Read the host and compute the pools of `config`, health judged against what is
+    /// served now (see [`crate::health`]).
+    pub fn scan(&self, config: &Config) -> Result<(Inventory, Pools), HcaError> {
+        let host = Host::new(&self.opts.root);
+        let inv = host.inventory()?;
+        let vhost = host.root().join("dev/vhost-net").exists();
+        let mut pools = Pools::compute(&inv, config, vhost);
+        let before: BTreeMap<String, Arc<Resource>> = self
+            .running
+            .iter()
+            .map(|(k, r)| (k.clone(), r.tx.borrow().clone()))
+            .collect();
+        let dir = self.opts.device_info_dir.as_deref();
+        health::refine(&mut pools, &inv, &before, |r, id| {
+            // a device-info file = allocated to a pod (its netdev may be in the pod)
+            dir.is_none_or(|d| {
+                d.join(crate::allocate::device_info_file(
+                    &r.config.prefix,
+                    &r.config.name,
+                    id,
+                ))
+                .exists()
+            })
+        });
+        Ok((inv, pools))
+    }
+
     /// Re-read the host and apply `config` (a rescan, or a reload with a new config).
     pub fn rescan(&mut self, config: &Config) -> Result<(), DaemonError> {
-        let pools = self.opts.compute(config)?;
+        let (_, pools) = self.scan(config)?;
         self.apply(pools)
+    }
+
+    /// A kubelet restart was signalled: re-register everything if `kubelet.sock` is
+    /// there and is not the one we registered with. Returns whether it did.
+    pub fn on_kubelet_socket(&mut self) -> Result<bool, DaemonError> {
+        if self.lifecycle.plugins_registry.is_some() {
+            // the plugin watcher re-reads the registry dir, which kubelet does not wipe
+            return Ok(false);
+        }
+        let now = file_id(&self.opts.kubelet_socket());
+        if now.is_none() || now == self.kubelet_id {
+            return Ok(false);
+        }
+        info!("kubelet.sock recreated: kubelet restarted; re-registering every resource");
+        self.restart_all()?;
+        Ok(true)
+    }
+
+    /// The safety poll: recreate sockets that vanished, and re-register when
+    /// `kubelet.sock` was replaced without our noticing.
+    pub fn check_sockets(&mut self) -> Result<(), DaemonError> {
+        if self.on_kubelet_socket()? {
+            return Ok(());
+        }
+        let kubelet_up =
+            self.lifecycle.plugins_registry.is_some() || self.opts.kubelet_socket().exists();
+        if !kubelet_up {
+            return Ok(()); // nothing to register with; the new kubelet.sock will tell us
+        }
+        let missing: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| {
+                r.server
+                    .as_ref()
+                    .is_none_or(|s| s.is_finished() || !s.path().exists())
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in missing {
+            warn!(resource = %name, "socket gone; serving and registering again");
+            self.restart_resource(&name)?;
+        }
+        Ok(())
     }
 
     /// Remove device-info files of our resources whose device no pod holds (per the
@@ -309,7 +506,9 @@ impl Daemon {
         let stops = std::mem::take(&mut self.running)
             .into_iter()
             .filter_map(|(name, mut r)| {
-                r.register.abort();
+                if let Some(t) = r.register.take() {
+                    t.abort();
+                }
                 r.server.take().map(|s| async move {
                     if let Err(e) = s.shutdown().await {
                         warn!(resource = %name, error = %e, "shutdown");
@@ -321,7 +520,9 @@ impl Daemon {
 }
 
 fn stop(mut r: Running) {
-    r.register.abort();
+    if let Some(t) = r.register.take() {
+        t.abort();
+    }
     if let Some(s) = r.server.take() {
         tokio::spawn(async move {
             let _ = s.shutdown().await;
@@ -391,13 +592,15 @@ pub async fn register_once(
 }
 
 /// Load the config, compute the pools, serve and register every resource, then run
-/// until `shutdown` completes (then remove the sockets).
+/// until `shutdown` completes (then remove the sockets), with the default [`Lifecycle`].
 pub async fn run(
     opts: DaemonOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let t0 = Instant::now();
-    let config = opts.load_config()?;
+    run_with(opts, Lifecycle::default(), shutdown).await
+}
+
+fn log_config(config: &Config) {
     match &config.source {
         Some(f) => {
             info!(file = %f.display(), format = ?config.format, resources = config.resources.len(), "config loaded")
@@ -410,30 +613,239 @@ pub async fn run(
     for w in &config.warnings {
         warn!(file = ?config.source, key = %w.path, "config: {}", w.message);
     }
-    let pools = opts.compute(&config)?;
+}
+
+/// What one turn of the event loop has to do (events coalesced).
+#[derive(Debug, Default)]
+struct Todo {
+    kubelet: bool,
+    reload: bool,
+    rescan: bool,
+    safety: bool,
+}
+
+impl Todo {
+    fn add(&mut self, ev: Event) {
+        match ev {
+            Event::KubeletRestarted => self.kubelet = true,
+            Event::ConfigChanged => self.reload = true,
+            Event::LinksChanged | Event::Rescan => self.rescan = true,
+        }
+    }
+}
+
+/// A ticker every `every` (none when zero), first tick after one period.
+fn ticker(every: Duration) -> Option<tokio::time::Interval> {
+    if every.is_zero() {
+        return None;
+    }
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Some(t)
+}
+
+async fn tick(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Longest delay before recreating a refused registry socket.
+const REGISTRY_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Config events come in bursts (truncate + write, ConfigMap's link swaps): let them
+/// settle before reading the file.
+const CONFIG_SETTLE: Duration = Duration::from_millis(50);
+
+impl Daemon {
+    /// Start the file and link watches feeding `tx`; failures are logged (the safety
+    /// poll and the periodic rescan still run).
+    fn watch(&self, tx: mpsc::Sender<Event>) -> Option<events::Watches> {
+        let cfg = self
+            .opts
+            .config_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_FILE));
+        let w = match events::watch_files(&self.opts.device_plugin_path, Some(&cfg), tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "file watches unavailable: kubelet restarts and config edits are seen by the safety poll and SIGHUP only");
+                None
+            }
+        };
+        if let Err(e) = events::watch_links(tx) {
+            warn!(error = %e, "no link events: device changes are seen by the periodic rescan only");
+        }
+        w
+    }
+
+    /// Reload the config: on success apply it and return it; on error keep the
+    /// running one (logged with the file and field).
+    fn reload(&mut self, running: &Config) -> Option<Config> {
+        let new = match self.opts.load_config() {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "config reload failed: keeping the running config");
+                return None;
+            }
+        };
+        for w in &new.warnings {
+            warn!(file = ?new.source, key = %w.path, "config: {}", w.message);
+        }
+        if let Err(e) = self.rescan(&new) {
+            error!(error = %e, "applying the reloaded config failed");
+            return None;
+        }
+        if &new != running {
+            info!(resources = ?self.resources(), "config reloaded");
+        }
+        Some(new)
+    }
+}
+
+/// [`run`] living by `lifecycle`: the event loop of the module docs.
+pub async fn run_with(
+    opts: DaemonOptions,
+    lifecycle: Lifecycle,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let t0 = Instant::now();
+    let mut config = opts.load_config()?;
+    log_config(&config);
+    let mut daemon = Daemon::with_lifecycle(opts, lifecycle)?;
+    // watches before the first scan: nothing that changes after it goes unseen
+    let (tx, mut events) = mpsc::channel(64);
+    let _watches = daemon.watch(tx);
+    let (_, pools) = daemon.scan(&config)?;
     for r in &pools.resources {
         info!(resource = %r.full_name(), devices = r.advertised().len(), "resource");
     }
-    let mut daemon = Daemon::new(opts)?;
     daemon.apply(pools)?;
     info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
+        plugins_registry = ?daemon.lifecycle().plugins_registry,
         "all resources served"
     );
+    let mut outcomes = daemon.take_registration_outcomes();
+    let (retry_tx, mut retries) = mpsc::unbounded_channel::<String>();
+    let mut backoff: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "no SIGHUP handler: config reloads come from file events only");
+            None
+        }
+    };
+    let mut every = daemon.lifecycle().rescan_interval(&config);
+    info!(
+        rescan_interval_s = every.as_secs_f64(),
+        "periodic rescan (0 = off)"
+    );
+    let mut rescan = ticker(every);
+    let mut safety = ticker(daemon.lifecycle().safety_poll);
+    let mut gc = match daemon.options().device_info_gc_interval {
+        d if d.is_zero() => None,
+        d => {
+            // the first sweep right away, as before
+            let mut t = tokio::time::interval(d);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            Some(t)
+        }
+    };
     let mut shutdown = std::pin::pin!(shutdown);
-    let every = daemon.options().device_info_gc_interval;
-    if every.is_zero() {
-        shutdown.await;
-    } else {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                _ = tick.tick() => {
-                    daemon.sweep_device_info().await;
+    loop {
+        let mut todo = Todo::default();
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(ev) = events.recv() => todo.add(ev),
+            Some(()) = recv_signal(&mut hup) => {
+                info!("SIGHUP: reloading config");
+                todo.reload = true;
+            }
+            () = tick(&mut rescan) => todo.rescan = true,
+            () = tick(&mut safety) => todo.safety = true,
+            () = tick(&mut gc) => {
+                daemon.sweep_device_info().await;
+            }
+            Some(o) = recv_opt(&mut outcomes) => {
+                let RegistrationOutcome { resource, error } = o;
+                match error {
+                    None => {
+                        backoff.remove(&resource);
+                    }
+                    Some(e) => {
+                        let d = backoff
+                            .entry(resource.clone())
+                            .or_insert(daemon.lifecycle().registry_retry);
+                        let delay = *d;
+                        *d = (*d * 2).min(REGISTRY_RETRY_MAX);
+                        warn!(resource = %resource, error = %e, retry_in_ms = delay.as_millis() as u64,
+                              "plugin watcher registration failed: recreating the socket");
+                        let tx = retry_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = tx.send(resource);
+                        });
+                    }
                 }
             }
+            Some(name) = retries.recv() => {
+                if let Err(e) = daemon.restart_resource(&name) {
+                    error!(resource = %name, error = %e, "recreating the socket failed");
+                }
+            }
+        }
+        if todo.reload {
+            tokio::time::sleep(CONFIG_SETTLE).await;
+        }
+        while let Ok(ev) = events.try_recv() {
+            todo.add(ev);
+        }
+        if todo.kubelet
+            && let Err(e) = daemon.on_kubelet_socket()
+        {
+            error!(error = %e, "re-registering after a kubelet restart failed; the safety poll retries");
+        }
+        if todo.reload {
+            if let Some(new) = daemon.reload(&config) {
+                config = new;
+                let now = daemon.lifecycle().rescan_interval(&config);
+                if now != every {
+                    info!(
+                        rescan_interval_s = now.as_secs_f64(),
+                        "periodic rescan interval changed"
+                    );
+                    every = now;
+                    rescan = ticker(every);
+                }
+            }
+        } else if todo.rescan {
+            debug!("rescan");
+            if let Err(e) = daemon.rescan(&config) {
+                error!(error = %e, "rescan failed: keeping the current device lists");
+            }
+        }
+        if todo.safety
+            && let Err(e) = daemon.check_sockets()
+        {
+            error!(error = %e, "safety poll: recreating sockets failed");
         }
     }
     info!("shutting down");

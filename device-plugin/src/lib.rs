@@ -11,6 +11,8 @@
 //! - [`preferred`]: the GetPreferredAllocation policy.
 //! - [`service`]: the gRPC `DevicePlugin` service of one resource; [`daemon`]: serving,
 //!   registering and reconciling all of them.
+//! - [`events`]: what changes under the daemon; [`health`]: device health across rescans;
+//!   [`registration`]: the `plugins_registry` path (`pluginregistration.v1`).
 
 pub mod allocate;
 pub mod cdi;
@@ -19,8 +21,10 @@ pub mod daemon;
 pub mod device_info_gc;
 pub mod discover;
 pub mod events;
+pub mod health;
 pub mod pools;
 pub mod preferred;
+pub mod registration;
 pub mod selectors;
 pub mod service;
 

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use device_plugin::config::{Config, DEFAULT_CONFIG_FILE};
-use device_plugin::daemon::{DaemonOptions, run};
+use device_plugin::daemon::{DaemonOptions, Lifecycle, run_with};
 use device_plugin::{allocate, cdi, device_info_gc, discover};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +47,18 @@ struct Cli {
     /// Seconds a new device-info file is kept even when no pod lists its device.
     #[arg(long, default_value_t = device_info_gc::DEFAULT_GRACE.as_secs())]
     device_info_gc_grace: u64,
+    /// Register through kubelet's plugin watcher: serve `pluginregistration` sockets in
+    /// this directory (e.g. /var/lib/kubelet/plugins_registry) instead of calling Register.
+    #[arg(long)]
+    plugins_registry: Option<PathBuf>,
+    /// Seconds between periodic rescans of the host (0 = off). Default: the config's
+    /// `periodicUpdateInterval`, else 60.
+    #[arg(long)]
+    periodic_update_interval: Option<u64>,
+    /// Seconds between safety checks of our sockets and kubelet.sock (0 = off); kubelet
+    /// restarts are normally seen at once through inotify.
+    #[arg(long, default_value_t = 15)]
+    safety_poll_interval: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -111,12 +123,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 device_info_gc_interval: Duration::from_secs(cli.device_info_gc_interval),
                 device_info_gc_grace: Duration::from_secs(cli.device_info_gc_grace),
             };
+            let lifecycle = Lifecycle {
+                plugins_registry: cli.plugins_registry,
+                rescan_interval: cli.periodic_update_interval.map(Duration::from_secs),
+                safety_poll: Duration::from_secs(cli.safety_poll_interval),
+                ..Lifecycle::default()
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("start tokio runtime")?;
-            rt.block_on(async { run(opts, shutdown_signal()).await })?;
+            rt.block_on(async { run_with(opts, lifecycle, shutdown_signal()).await })?;
             Ok(())
         }
     }

@@ -1,0 +1,247 @@
+//! Device health across rescans: what one sysfs snapshot cannot say on its own.
+//!
+//! [`crate::pools`] marks a VF unhealthy when it has no driver or its (or its PF's) link
+//! is down. Two cases need more than the snapshot:
+//!
+//! - A VF on its kernel driver whose netdev is not visible: either its netdev moved into a
+//!   pod's netns (the CNI does that; the VF is allocated and fine) or it vanished. The
+//!   device-info file written at `Allocate` tells them apart: with one, the VF is held by a
+//!   pod and stays healthy; without one, the netdev vanished and the VF is unhealthy.
+//!   (Without a device-info directory nothing tells them apart; the VF counts as held.)
+//! - A VF that leaves a pool because it lost what the pool selects it by (its driver was
+//!   unbound, its RDMA device went away): kubelet must see it `Unhealthy`, not gone, so it
+//!   stays listed (unhealthy) while its PCI function exists and no other pool took it.
+//!   It comes back healthy when the driver or device returns. A VF that was rebound to a
+//!   user-space driver, or removed (`sriov_numvfs` lowered), leaves the list.
+//!
+//! Shared HCA resources need nothing here: their RDMA devices are re-collected on each
+//! scan, and all IDs turn unhealthy when none with a verbs device is left
+//! ([`crate::pools::SharedHca::healthy`]).
+
+use crate::pools::{PoolDevice, Pools, Resource, ResourceDevices};
+use crate::selectors::USERSPACE_DRIVERS;
+use rdma_hca::{Inventory, Netdev, OperState, PciFunction};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+fn down(n: &Netdev) -> bool {
+    matches!(
+        n.operstate,
+        OperState::Down | OperState::LowerLayerDown | OperState::NotPresent
+    )
+}
+
+fn userspace(driver: Option<&str>) -> bool {
+    driver.is_some_and(|d| USERSPACE_DRIVERS.contains(&d))
+}
+
+/// Whether the function's PF has a netdev whose link is down.
+fn pf_link_down(f: &PciFunction, inv: &Inventory) -> bool {
+    f.physfn
+        .as_ref()
+        .and_then(|p| inv.function(p))
+        .is_some_and(|pf| inv.netdevs_of(pf).any(down))
+}
+
+/// The health verdict for a pool device whose function is `f` now; `before` is how the
+/// device looked in the previous scan, `held` whether a pod holds it (device-info file).
+pub fn judge(f: &PciFunction, inv: &Inventory, before: Option<&PoolDevice>, held: bool) -> bool {
+    let Some(driver) = f.driver.as_deref() else {
+        return false;
+    };
+    if pf_link_down(f, inv) || inv.netdevs_of(f).any(down) {
+        return false;
+    }
+    if userspace(Some(driver)) {
+        return true;
+    }
+    if f.netdevs.is_empty() {
+        // moved into a pod (held) or vanished
+        return held;
+    }
+    // netdev visible but the RDMA device it had is gone
+    let had_rdma = before.is_some_and(|b| !b.rdma.is_empty());
+    !(had_rdma && inv.rdma_of(f).next().is_none())
+}
+
+/// Refine the health of freshly computed `pools` given the devices served before
+/// (`before`, by full resource name) and `held(resource, device id)`; see the module docs.
+pub fn refine(
+    pools: &mut Pools,
+    inv: &Inventory,
+    before: &BTreeMap<String, Arc<Resource>>,
+    held: impl Fn(&Resource, &str) -> bool,
+) {
+    let taken: BTreeSet<String> = pools
+        .resources
+        .iter()
+        .filter_map(|r| match &r.devices {
+            ResourceDevices::Pool(d) => Some(d.keys().cloned()),
+            ResourceDevices::Shared(_) => None,
+        })
+        .flatten()
+        .collect();
+    for r in &mut pools.resources {
+        let old = before.get(&r.full_name()).filter(|o| o.config == r.config);
+        let old_devs = match old.map(|o| &o.devices) {
+            Some(ResourceDevices::Pool(d)) => Some(d),
+            _ => None,
+        };
+        let mut verdicts: Vec<(String, bool)> = Vec::new();
+        let mut carried: Vec<PoolDevice> = Vec::new();
+        if let ResourceDevices::Pool(devs) = &r.devices {
+            for (id, d) in devs {
+                if let Some(f) = inv.function(&d.address) {
+                    let b = old_devs.and_then(|o| o.get(id));
+                    verdicts.push((id.clone(), d.healthy && judge(f, inv, b, held(r, id))));
+                }
+            }
+            for (id, o) in old_devs.into_iter().flatten() {
+                if devs.contains_key(id) || taken.contains(id) {
+                    continue;
+                }
+                let Some(f) = inv.function(&o.address) else {
+                    continue; // removed: gone from the list
+                };
+                if userspace(f.driver.as_deref()) && !userspace(o.driver.as_deref()) {
+                    continue; // rebound on purpose
+                }
+                carried.push(PoolDevice {
+                    driver: f.driver.clone(),
+                    netdevs: f.netdevs.clone(),
+                    rdma: inv.rdma_of(f).cloned().collect(),
+                    // it no longer qualifies for the pool, so it cannot be handed out
+                    healthy: false,
+                    ..o.clone()
+                });
+            }
+        }
+        if let ResourceDevices::Pool(devs) = &mut r.devices {
+            for (id, h) in verdicts {
+                if let Some(d) = devs.get_mut(&id) {
+                    d.healthy = h;
+                }
+            }
+            for d in carried {
+                devs.insert(d.address.to_string(), d);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use rdma_hca::Host;
+    use simhost::{Profile, SimHost};
+    use std::path::Path;
+
+    fn scan(root: &Path, cfg: &Config) -> (Inventory, Pools) {
+        let inv = Host::new(root).inventory().unwrap();
+        let p = Pools::compute(&inv, cfg, false);
+        (inv, p)
+    }
+
+    fn served(p: &Pools) -> BTreeMap<String, Arc<Resource>> {
+        p.resources
+            .iter()
+            .map(|r| (r.full_name(), Arc::new(r.clone())))
+            .collect()
+    }
+
+    fn health(p: &Pools, res: &str, id: &str) -> Option<bool> {
+        match &p.resource(res).unwrap().devices {
+            ResourceDevices::Pool(d) => d.get(id).map(|d| d.healthy),
+            ResourceDevices::Shared(_) => None,
+        }
+    }
+
+    #[test]
+    fn vanished_netdev_is_unhealthy_unless_held() {
+        let d = crate::testutil::tempdir();
+        let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
+        let cfg = Config::embedded();
+        let (_, p0) = scan(d.path(), &cfg);
+        let before = served(&p0);
+        let (a, b) = (h.vf_address(1, 0), h.vf_address(1, 1));
+        h.remove_netdev(&a, &h.vf_netdev(1, 0)).unwrap();
+        h.remove_netdev(&b, &h.vf_netdev(1, 1)).unwrap();
+        let (inv, mut p) = scan(d.path(), &cfg);
+        refine(&mut p, &inv, &before, |_, id| id == b);
+        assert_eq!(health(&p, "rdma/vhca", &a), Some(false), "vanished");
+        assert_eq!(health(&p, "rdma/vhca", &b), Some(true), "moved into a pod");
+        assert_eq!(health(&p, "rdma/vhca", &h.vf_address(1, 2)), Some(true));
+    }
+
+    #[test]
+    fn unbound_vf_stays_listed_unhealthy_and_recovers() {
+        let d = crate::testutil::tempdir();
+        let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
+        let cfg = Config::embedded();
+        let (_, p0) = scan(d.path(), &cfg);
+        let before = served(&p0);
+        let a = h.vf_address(1, 3);
+        h.unbind(&a).unwrap();
+        let (inv, mut p) = scan(d.path(), &cfg);
+        refine(&mut p, &inv, &before, |_, _| false);
+        assert_eq!(health(&p, "rdma/vhca", &a), Some(false));
+        // stable across the next rescan
+        let before = served(&p);
+        let (inv, mut p) = scan(d.path(), &cfg);
+        refine(&mut p, &inv, &before, |_, _| false);
+        assert_eq!(health(&p, "rdma/vhca", &a), Some(false));
+        // driver back, netdev and RDMA device back: healthy
+        let before = served(&p);
+        h.bind(&a, "mlx5_core").unwrap();
+        h.add_netdev(&a, &h.vf_netdev(1, 3), 1, true, "02:00:00:00:01:03")
+            .unwrap();
+        h.add_rdma(&a, "mlx5_90").unwrap();
+        let (inv, mut p) = scan(d.path(), &cfg);
+        refine(&mut p, &inv, &before, |_, _| false);
+        assert_eq!(health(&p, "rdma/vhca", &a), Some(true));
+    }
+
+    #[test]
+    fn removed_or_rebound_vfs_leave_the_list() {
+        let d = crate::testutil::tempdir();
+        let mut h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
+        let cfg = Config::embedded();
+        let (_, p0) = scan(d.path(), &cfg);
+        let before = served(&p0);
+        let gone = h.vf_address(1, 7);
+        let vfio = h.vf_address(1, 0);
+        h.set_num_vfs(1, 4).unwrap();
+        h.unbind(&vfio).unwrap();
+        h.bind(&vfio, "vfio-pci").unwrap();
+        let (inv, mut p) = scan(d.path(), &cfg);
+        refine(&mut p, &inv, &before, |_, _| false);
+        assert_eq!(health(&p, "rdma/vhca", &gone), None);
+        assert_eq!(health(&p, "rdma/vhca", &vfio), None);
+        assert_eq!(health(&p, "rdma/vhca", &h.vf_address(1, 1)), Some(true));
+    }
+
+    #[test]
+    fn lost_rdma_device_is_unhealthy() {
+        let d = crate::testutil::tempdir();
+        let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
+        let cfg = Config::parse(
+            Path::new("t.json"),
+            r#"{"resourceList":[{"resourceName":"r","selectors":{"vendors":["15b3"],"isRdma":true}}]}"#,
+        )
+        .unwrap();
+        let (_, p0) = scan(d.path(), &cfg);
+        let before = served(&p0);
+        let a = h.vf_address(1, 2);
+        // drop the VF's RDMA device, keep its netdev
+        let inv = Host::new(d.path()).inventory().unwrap();
+        let f = inv.function(&a.parse().unwrap()).unwrap();
+        let rdma = inv.rdma_of(f).next().unwrap().name.clone();
+        let dev = std::fs::canonicalize(d.path().join("sys/bus/pci/devices").join(&a)).unwrap();
+        std::fs::remove_dir_all(dev.join("infiniband").join(&rdma)).unwrap();
+        std::fs::remove_file(d.path().join("sys/class/infiniband").join(&rdma)).unwrap();
+        let (inv, mut p) = scan(d.path(), &cfg);
+        refine(&mut p, &inv, &before, |_, _| false);
+        assert_eq!(health(&p, "intel.com/r", &a), Some(false));
+    }
+}
