@@ -73,6 +73,22 @@ impl Host {
         Ok(Some(d))
     }
 
+    /// The soft RDMA devices (rxe, siw) created on netdev `name`, sorted. They have no
+    /// PCI function of their own and name their netdev only in `parent`, so a function's
+    /// `infiniband/` directory does not list them. One listing of `/sys/class/infiniband`;
+    /// `parent` is read only for entries without a PCI parent.
+    pub fn rdma_devices_on_netdev(&self, name: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for dev in list_dir(&self.root.join("sys/class/infiniband"))? {
+            if let Some(d) = read_rdma_device(&self.root, &dev)?
+                && d.parent.as_deref() == Some(name)
+            {
+                out.push(dev);
+            }
+        }
+        Ok(out)
+    }
+
     /// The host's RDMA netns mode.
     pub fn netns_mode(&self) -> Result<RdmaNetnsMode> {
         read_netns_mode(&self.root)

@@ -205,6 +205,40 @@ fn soft_rdma_device_ties_to_parent_netdev() {
 }
 
 #[test]
+fn soft_rdma_devices_found_by_their_netdev() {
+    // Two rxe devices on one VF netdev and one on another: only `parent` ties them.
+    let (_d, sim) = host(Profile::Cx6Dx);
+    let r = sim.root();
+    let vf = sim.vf_netdev(0, 2);
+    for (dev, parent) in [
+        ("rxe1", vf.as_str()),
+        ("rxe0", vf.as_str()),
+        ("rxe2", "ens1f1"),
+    ] {
+        let dir = r.join("sys/devices/virtual/infiniband").join(dev);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("parent"), format!("{parent}\n")).unwrap();
+        symlink(
+            format!("../../devices/virtual/infiniband/{dev}"),
+            r.join("sys/class/infiniband").join(dev),
+        )
+        .unwrap();
+    }
+    let h = Host::new(r);
+    assert_eq!(h.rdma_devices_on_netdev(&vf).unwrap(), ["rxe0", "rxe1"]);
+    assert_eq!(h.rdma_devices_on_netdev("ens1f1").unwrap(), ["rxe2"]);
+    // PCI-backed devices (mlx5_*) are never listed, even for their own netdev.
+    assert!(h.rdma_devices_on_netdev("ens1f0").unwrap().is_empty());
+    assert!(
+        h.function(&addr(&sim.vf_address(0, 2)))
+            .unwrap()
+            .rdma_devices
+            .iter()
+            .all(|d| !d.starts_with("rxe"))
+    );
+}
+
+#[test]
 fn netns_mode_variants() {
     let (_d, sim) = host(Profile::Cx6Dx);
     let h = Host::new(sim.root());
