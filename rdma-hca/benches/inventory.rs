@@ -24,7 +24,7 @@ fn main() {
         .unwrap_or(50);
     // pfs x vfs-per-pf: 64, 256 and 1024 VFs
     for (pfs, vfs) in [(4u32, 16usize), (4, 64), (16, 64)] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = simhost::tempdir().unwrap();
         let sim =
             SimHost::create_with(dir.path(), large_with(pfs, vfs), Some("enp16s0f0")).unwrap();
         let host = Host::new(sim.root());

@@ -7,7 +7,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 fn cx6() -> (tempfile::TempDir, SimHost) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = simhost::tempdir().unwrap();
     let sim = SimHost::create(dir.path(), Profile::Cx6Dx).unwrap();
     (dir, sim)
 }

@@ -10,7 +10,7 @@ fn addr(s: &str) -> PciAddress {
 }
 
 fn host(profile: Profile) -> (tempfile::TempDir, SimHost) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = simhost::tempdir().unwrap();
     let sim = SimHost::create(dir.path(), profile).unwrap();
     (dir, sim)
 }
