@@ -14,11 +14,22 @@
 //!
 //! `vfs` holds each VF's state (absent VFs start from [`VfState::default`]); `fail` maps a
 //! step to the errno it fails with: `vf:<setting>` refuses that setting before applying it
-//! (like a driver), any other step name (`move`, `ipam`, `addresses`, `up`, `routes`,
+//! (like a driver; `vf:rdma:<device>` refuses one RDMA device's move), any other step name (`move`, `ipam`, `addresses`, `up`, `routes`,
 //! `rdma`, `cache`, `vf-read`) fails right *after* that step completed, so the undo must
 //! revert it too. `rdma` records the netns inode each RDMA device was moved to; `calls`
 //! records every call. Concurrent processes serialise on `<file>.lock`.
+//!
+//! `"igb": true` adds a model of how igb/igbvf handle a VF's MAC (checked on a real
+//! 6.1 kernel in the QEMU lab), with per-VF driver state in `igb_vfs`:
+//! - `vf N mac M` on the PF sets the admin flag (cleared again by `00:00:00:00:00:00`);
+//! - once the VF has been up (its mailbox is active), writing its netdev MAC asks the
+//!   PF: refused with EADDRNOTAVAIL for an untrusted VF while the admin flag is set,
+//!   otherwise the PF records that MAC and reports it for the VF;
+//! - bringing the VF up activates the mailbox and pushes the netdev MAC the same way
+//!   (when refused, the real VF takes the admin MAC; the plugin always writes the
+//!   admin MAC on the netdev before the flag is set, so that is not modelled).
 
+use crate::config::Mac;
 use crate::netlink::NlError;
 use crate::netns::Netns;
 use crate::sriov::{VfConfigurator, VfSetting, VfState};
@@ -42,6 +53,35 @@ pub struct FakeState {
     /// Every call, in order.
     #[serde(default)]
     pub calls: Vec<String>,
+    /// Model igb's VF MAC handling (see the module docs).
+    #[serde(default)]
+    pub igb: bool,
+    /// igb driver state by `<pf>/<index>` (with `igb`).
+    #[serde(default)]
+    pub igb_vfs: BTreeMap<String, IgbVf>,
+}
+
+/// igb's per-VF MAC state (the fake's model, see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgbVf {
+    /// `IGB_VF_FLAG_PF_SET_MAC`: the PF set a non-zero MAC for this VF.
+    pub admin_mac: bool,
+    /// The VF has been up once (its mailbox is active).
+    pub been_up: bool,
+}
+
+impl FakeState {
+    /// The igb model's answer to the VF asking for `mac`: `Err` if refused, otherwise the
+    /// PF records it.
+    fn igb_vf_sets_mac(&mut self, k: &str, mac: Mac) -> Result<(), i32> {
+        let igb = self.igb_vfs.get(k).cloned().unwrap_or_default();
+        let vf = self.vfs.entry(k.to_string()).or_default();
+        if igb.admin_mac && !vf.trust {
+            return Err(libc::EADDRNOTAVAIL);
+        }
+        vf.mac = mac;
+        Ok(())
+    }
 }
 
 impl FakeState {
@@ -125,6 +165,43 @@ impl VfConfigurator for FileFake {
             }
             let entry = st.vfs.entry(key(pf, vf)).or_default();
             setting.apply_to(entry);
+            if st.igb
+                && let VfSetting::Mac { mac } = setting
+            {
+                st.igb_vfs.entry(key(pf, vf)).or_default().admin_mac = !mac.is_zero();
+            }
+            Ok(())
+        })
+    }
+
+    fn netdev_mac(&mut self, pf: &str, vf: u32, mac: Mac) -> Result<(), NlError> {
+        self.with("set VF netdev MAC", |st| {
+            st.calls.push(format!("netdev {pf} vf {vf} mac={mac}"));
+            let k = key(pf, vf);
+            if st.igb && st.igb_vfs.get(&k).is_some_and(|i| i.been_up) {
+                st.igb_vf_sets_mac(&k, mac).map_err(|errno| {
+                    NlError::errno(
+                        "set VF netdev MAC",
+                        format!("{pf} vf {vf} mac={mac} (igb: VF {vf} attempted to override administratively set MAC address)"),
+                        errno,
+                    )
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn netdev_up(&mut self, pf: &str, vf: u32, mac: Option<Mac>) -> Result<(), NlError> {
+        self.with("bring VF netdev up", |st| {
+            st.calls.push(format!("netdev {pf} vf {vf} up"));
+            let k = key(pf, vf);
+            if st.igb {
+                st.igb_vfs.entry(k.clone()).or_default().been_up = true;
+                if let Some(m) = mac {
+                    // A refused push leaves the PF's record alone (see the module docs).
+                    let _ = st.igb_vf_sets_mac(&k, m);
+                }
+            }
             Ok(())
         })
     }
@@ -139,7 +216,11 @@ impl VfConfigurator for FileFake {
         self.with("move RDMA device", |st| {
             st.calls
                 .push(format!("rdma {dev} {} -> {}", from.inode(), to.inode()));
-            if let Some(errno) = st.fail.get("vf:rdma") {
+            if let Some(errno) = st
+                .fail
+                .get(&format!("vf:rdma:{dev}"))
+                .or_else(|| st.fail.get("vf:rdma"))
+            {
                 return Err(NlError::errno("move RDMA device", dev, *errno));
             }
             if let Some(cur) = st.rdma.get(dev)
@@ -199,5 +280,48 @@ mod tests {
         assert!(f.fault("up").is_ok());
         let st = FakeState::load(&path).unwrap();
         assert_eq!(st.calls.len(), 5, "{:?}", st.calls);
+    }
+
+    #[test]
+    fn igb_model_refuses_and_records_vf_macs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        FakeState {
+            igb: true,
+            ..Default::default()
+        }
+        .store(&path)
+        .unwrap();
+        let mut f = FileFake::new(&path);
+        let (m1, m2) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+        let admin = |f: &mut FileFake, mac| f.set("pf", 0, &VfSetting::Mac { mac }).unwrap();
+        // Never up: the netdev MAC stays the VF's business.
+        f.netdev_mac("pf", 0, m1).unwrap();
+        assert_eq!(f.vf_state("pf", 0).unwrap().mac, Mac::default());
+        // Up once: the PF records the netdev MAC, and keeps recording later writes.
+        f.netdev_up("pf", 0, Some(m1)).unwrap();
+        assert_eq!(f.vf_state("pf", 0).unwrap().mac, m1);
+        f.netdev_mac("pf", 0, m2).unwrap();
+        assert_eq!(f.vf_state("pf", 0).unwrap().mac, m2);
+        // An admin MAC locks an untrusted VF out, even for the same MAC...
+        admin(&mut f, m1);
+        let e = f.netdev_mac("pf", 0, m1).unwrap_err();
+        assert_eq!(e.errno, Some(libc::EADDRNOTAVAIL));
+        assert_eq!(f.vf_state("pf", 0).unwrap().mac, m1);
+        // ...but not a trusted one; and 00:00:00:00:00:00 clears the flag.
+        f.set("pf", 0, &VfSetting::Trust { on: true }).unwrap();
+        f.netdev_mac("pf", 0, m2).unwrap();
+        f.set("pf", 0, &VfSetting::Trust { on: false }).unwrap();
+        admin(&mut f, Mac::default());
+        f.netdev_mac("pf", 0, m1).unwrap();
+        assert_eq!(f.vf_state("pf", 0).unwrap().mac, m1);
+        let st = FakeState::load(&path).unwrap();
+        assert_eq!(
+            st.igb_vfs["pf/0"],
+            IgbVf {
+                admin_mac: false,
+                been_up: true
+            }
+        );
     }
 }

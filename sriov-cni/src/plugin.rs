@@ -6,7 +6,7 @@
 //! DEL uses, limited to the steps that ran, in reverse order.
 
 use crate::cache::{Cache, CacheEntry, HostLink};
-use crate::config::{Command, Env, EnvError, NetConf};
+use crate::config::{Command, Env, EnvError, Mac, NetConf};
 use crate::error::{Error, Result};
 use crate::ipam;
 use crate::lock::{Owner, VfLock};
@@ -40,6 +40,8 @@ struct Progress {
     /// Alternative names dropped before the move.
     dropped_altnames: Vec<String>,
     ipam_done: bool,
+    /// An admin MAC found on the VF was cleared before the move (see `add_steps`).
+    mac_cleared: bool,
 }
 
 impl Progress {
@@ -53,6 +55,8 @@ impl Progress {
             pod_index: e.pod_index.or(e.link.as_ref().map(|l| l.index)),
             dropped_altnames: e.dropped_altnames.clone(),
             ipam_done: e.ipam.is_some(),
+            // DEL treats a cached `mac` setting as covering this.
+            mac_cleared: false,
         }
     }
 }
@@ -161,9 +165,12 @@ impl Plugin<'_> {
             .clone()
             .ok_or_else(|| netns_env_err(std::path::Path::new(""), "missing"))?;
         let netns = Netns::open(&ns_path).map_err(|e| netns_env_err(&ns_path, e))?;
-        let target = vf::resolve(&self.host, &pci)?;
-        let rdma_exclusive =
-            !target.rdma.is_empty() && self.host.netns_mode()? == RdmaNetnsMode::Exclusive;
+        let mut target = vf::resolve(&self.host, &pci)?;
+        let rdma_exclusive = self.host.netns_mode()? == RdmaNetnsMode::Exclusive;
+        if rdma_exclusive {
+            target = vf::with_soft_rdma(&self.host, target)?;
+        }
+        let rdma_exclusive = rdma_exclusive && !target.rdma.is_empty();
         let home = Netns::current().map_err(|e| Error::Other(e.to_string()))?;
 
         let lock = VfLock::acquire(&self.data_dir, pci.as_str())?;
@@ -273,6 +280,7 @@ impl Plugin<'_> {
             conf,
             &target,
             &entry,
+            &current,
             host_link.as_ref(),
             &netns,
             &home,
@@ -322,6 +330,7 @@ impl Plugin<'_> {
         conf: &NetConf,
         target: &VfTarget,
         entry: &CacheEntry,
+        current: &VfState,
         cur_link: Option<&HostLink>,
         netns: &Netns,
         home: &Netns,
@@ -333,15 +342,14 @@ impl Plugin<'_> {
                 .map_err(|_| Error::Injected(step.to_string()))
         };
         fault(self.vf, "cache")?;
-        for s in &entry.vf_planned {
-            self.vf
-                .set(&entry.pf, entry.vf_index, s)
-                .map_err(|source| Error::VfSetting {
-                    pf: entry.pf.clone(),
-                    vf: entry.vf_index,
-                    setting: s.describe(),
-                    source: Box::new(source),
-                })?;
+        // The admin MAC goes on the PF only after the netdev has its new MAC: igb refuses
+        // any MAC change from an untrusted VF's own side while an admin MAC is set.
+        let (admin_mac, settings): (Vec<&VfSetting>, Vec<&VfSetting>) = entry
+            .vf_planned
+            .iter()
+            .partition(|s| matches!(s, VfSetting::Mac { .. }));
+        for s in settings {
+            self.set_vf(entry, s)?;
             p.vf_applied.push(s.clone());
             fault(self.vf, &format!("after:vf:{}", s.name()))?;
         }
@@ -362,7 +370,7 @@ impl Plugin<'_> {
             pci_id: Some(target.pci.to_string()),
             ..Default::default()
         };
-        let mut pod: Option<(Rtnl, u32)> = None;
+        let mut pod: Option<(Rtnl, u32, Option<Mac>)> = None;
         if let Some(l) = cur_link {
             let mut change = LinkChange {
                 index: l.index,
@@ -373,11 +381,33 @@ impl Plugin<'_> {
                 mtu: conf.mtu.filter(|m| *m != l.mtu),
                 up: None,
             };
+            // An admin MAC already on an untrusted VF (set by hand, or by an attachment
+            // whose DEL never came) would make igb refuse the netdev MAC: clear it first.
+            let trusted = entry
+                .vf_planned
+                .iter()
+                .find_map(|s| match s {
+                    VfSetting::Trust { on } => Some(*on),
+                    _ => None,
+                })
+                .unwrap_or(current.trust);
+            if !admin_mac.is_empty() && change.mac.is_some() && !current.mac.is_zero() && !trusted {
+                p.mac_cleared = true;
+                self.set_vf(
+                    entry,
+                    &VfSetting::Mac {
+                        mac: Mac::default(),
+                    },
+                )?;
+            }
             let mut prtnl = netns
                 .run(home, Rtnl::new)
                 .map_err(|e| Error::Other(e.to_string()))??;
             let kept_index =
                 self.move_link(rtnl, &mut prtnl, &mut change, l, entry, env, &ns_path, p)?;
+            if let Some(m) = change.mac {
+                self.vf.netdev_mac(&entry.pf, entry.vf_index, m)?;
+            }
             let index = if kept_index {
                 l.index
             } else {
@@ -398,10 +428,16 @@ impl Plugin<'_> {
                 e2.dropped_altnames = p.dropped_altnames.clone();
                 self.cache().store(&e2)?;
             }
-            iface.mac = conf.mac.or(l.mac).map(|m| m.to_string());
+            let mac = conf.mac.or(l.mac);
+            iface.mac = mac.map(|m| m.to_string());
             iface.mtu = Some(conf.mtu.unwrap_or(l.mtu));
-            pod = Some((prtnl, index));
+            pod = Some((prtnl, index, mac));
             fault(self.vf, "move")?;
+        }
+        for s in admin_mac {
+            self.set_vf(entry, s)?;
+            p.vf_applied.push(s.clone());
+            fault(self.vf, &format!("after:vf:{}", s.name()))?;
         }
         let mut ipam_result = CniResult::default();
         if let Some(plugin) = &entry.ipam {
@@ -414,7 +450,7 @@ impl Plugin<'_> {
             p.ipam_done = true;
             fault(self.vf, "ipam")?;
         }
-        if let Some((prtnl, index)) = pod.as_mut() {
+        if let Some((prtnl, index, mac)) = pod.as_mut() {
             let v4 = ipam_result.ips.iter().any(|i| i.address.addr.is_ipv4());
             let v6 = ipam_result.ips.iter().any(|i| !i.address.addr.is_ipv4());
             // Gratuitous ARP / unsolicited NA: the kernel sends them when the link comes
@@ -444,6 +480,7 @@ impl Plugin<'_> {
                 },
                 &env.ifname,
             )?;
+            self.vf.netdev_up(&entry.pf, entry.vf_index, *mac)?;
             fault(self.vf, "up")?;
             for r in &ipam_result.routes {
                 let gw = r.gw.or_else(|| {
@@ -585,14 +622,27 @@ impl Plugin<'_> {
                 errs.push(x);
             }
         }
-        // The admin MAC goes back before the netdev's own MAC: drivers such as igb refuse
-        // a VF netdev MAC that differs from an admin-set one.
+        // The VF MAC: release the admin MAC so the VF may take its netdev MAC back (igb
+        // refuses a VF-side change while an admin MAC is set on an untrusted VF), put the
+        // netdev back, then give the PF back the MAC it reported before, since once the
+        // VF has been up, igb records the netdev MAC the VF writes as the VF's MAC.
         let (macs, others): (Vec<&VfSetting>, Vec<&VfSetting>) = p
             .vf_applied
             .iter()
             .partition(|s| matches!(s, VfSetting::Mac { .. }));
-        for s in macs.iter().rev().take(1) {
-            self.restore_vf(e, s, &mut errs);
+        let admin_mac = macs.last().copied();
+        let netdev_back = p.link_moved && e.link.is_some();
+        if let Some(s) = admin_mac {
+            if netdev_back {
+                let clear = VfSetting::Mac {
+                    mac: Mac::default(),
+                };
+                if let Err(x) = self.set_vf(e, &clear) {
+                    errs.push(x);
+                }
+            } else {
+                self.restore_vf(e, s, &mut errs);
+            }
         }
         if p.link_moved
             && let Some(l) = &e.link
@@ -605,6 +655,17 @@ impl Plugin<'_> {
             && let Err(x) = self.restore_altnames(l, &p.dropped_altnames)
         {
             errs.push(x);
+        }
+        // A non-zero MAC is written only when ADD had one to write: igb would make it an
+        // admin MAC the VF can no longer change.
+        let may_set = admin_mac.is_some() || p.mac_cleared;
+        if p.mac_cleared || (netdev_back && (may_set || e.vf_orig.mac.is_zero())) {
+            match self.vf.vf_state(&e.pf, e.vf_index) {
+                Ok(st) if st.mac == e.vf_orig.mac => {}
+                // (restore_vf takes the value from vf_orig)
+                Ok(st) => self.restore_vf(e, &VfSetting::Mac { mac: st.mac }, &mut errs),
+                Err(x) => errs.push(x.into()),
+            }
         }
         for dev in p.rdma_moved.iter().rev() {
             // A deleted netns hands its RDMA devices back to the host by itself.
@@ -641,16 +702,22 @@ impl Plugin<'_> {
         Ok(())
     }
 
-    /// Put one VF setting back to its value in the cache.
-    fn restore_vf(&mut self, e: &CacheEntry, s: &VfSetting, errs: &mut Vec<Error>) {
-        let back = s.current(&e.vf_orig);
-        if let Err(source) = self.vf.set(&e.pf, e.vf_index, &back) {
-            errs.push(Error::VfSetting {
+    /// Apply one VF setting; a refusal names it.
+    fn set_vf(&mut self, e: &CacheEntry, s: &VfSetting) -> Result<()> {
+        self.vf
+            .set(&e.pf, e.vf_index, s)
+            .map_err(|source| Error::VfSetting {
                 pf: e.pf.clone(),
                 vf: e.vf_index,
-                setting: back.describe(),
+                setting: s.describe(),
                 source: Box::new(source),
-            });
+            })
+    }
+
+    /// Put one VF setting back to its value in the cache.
+    fn restore_vf(&mut self, e: &CacheEntry, s: &VfSetting, errs: &mut Vec<Error>) {
+        if let Err(x) = self.set_vf(e, &s.current(&e.vf_orig)) {
+            errs.push(x);
         }
     }
 
@@ -691,6 +758,7 @@ impl Plugin<'_> {
                     up: l.up.then_some(true),
                 };
                 pod.set_link(&change, &f.name)?;
+                self.netdev_changed(e, l, change.mac)?;
                 return Ok(());
             }
         }
@@ -750,6 +818,17 @@ impl Plugin<'_> {
             },
             &f.name,
         )?;
+        self.netdev_changed(e, l, mac)
+    }
+
+    /// Tell the configurator what the VF driver saw of a netdev restore (test seam).
+    fn netdev_changed(&mut self, e: &CacheEntry, l: &HostLink, mac: Option<Mac>) -> Result<()> {
+        if let Some(m) = mac {
+            self.vf.netdev_mac(&e.pf, e.vf_index, m)?;
+        }
+        if l.up {
+            self.vf.netdev_up(&e.pf, e.vf_index, l.mac)?;
+        }
         Ok(())
     }
 

@@ -271,6 +271,18 @@ pub trait VfConfigurator {
     fn fault(&mut self, _step: &str) -> Result<(), NlError> {
         Ok(())
     }
+    /// A test seam for the VF driver's side of a netdev change: called right after the
+    /// plugin wrote `mac` on VF `vf`'s netdev; an error fails that step. On a real PF
+    /// the VF driver talks to the PF driver itself (igbvf asks igb, which refuses or
+    /// records the MAC, and the kernel request fails with it), so the real
+    /// implementation does nothing; the fake models igb here.
+    fn netdev_mac(&mut self, _pf: &str, _vf: u32, _mac: Mac) -> Result<(), NlError> {
+        Ok(())
+    }
+    /// Same, right after the VF netdev was brought up with MAC `mac`.
+    fn netdev_up(&mut self, _pf: &str, _vf: u32, _mac: Option<Mac>) -> Result<(), NlError> {
+        Ok(())
+    }
 }
 
 /// The real [`VfConfigurator`] over a route netlink socket in the host netns.

@@ -23,7 +23,8 @@ pub struct VfTarget {
     pub netdev: Option<String>,
     /// Its driver.
     pub driver: Option<String>,
-    /// Its RDMA devices.
+    /// Its RDMA devices: the PCI function's own, plus soft devices (rxe) on its netdev
+    /// once [`with_soft_rdma`] has looked them up.
     pub rdma: Vec<String>,
 }
 
@@ -77,4 +78,20 @@ pub fn resolve(host: &Host, pci: &PciAddress) -> Result<VfTarget> {
         driver: f.driver.clone(),
         rdma: f.rdma_devices.clone(),
     })
+}
+
+/// Add the soft RDMA devices (rxe, siw) created on the VF's netdev to `t.rdma`. They sit
+/// under `/sys/devices/virtual/infiniband` and name their netdev only in `parent`, so
+/// the function's own `infiniband/` directory misses them; moving the netdev to another
+/// netns would delete them. Only needed in exclusive RDMA netns mode (a listing of
+/// `/sys/class/infiniband`).
+pub fn with_soft_rdma(host: &Host, mut t: VfTarget) -> Result<VfTarget> {
+    if let Some(nd) = &t.netdev {
+        for d in host.rdma_devices_on_netdev(nd)? {
+            if !t.rdma.contains(&d) {
+                t.rdma.push(d);
+            }
+        }
+    }
+    Ok(t)
 }

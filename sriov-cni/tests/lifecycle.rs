@@ -763,3 +763,251 @@ fn names_taken_in_the_pod_refuse_the_move_and_touch_nothing() {
     assert_eq!(lab.snapshot(), before);
     assert_eq!(links(&lab.pods[p].name), pod_before);
 }
+
+/// The settings of the lab's untrusted cycles (`regress.ten-cycles-pf`): mac, vlan,
+/// spoofchk, no trust.
+fn untrusted_mac_conf(lab: &Lab, vf: u32) -> Value {
+    lab.conf(
+        "1.0.0",
+        vf,
+        json!({"mac": "02:33:00:00:00:02", "vlan": 10, "spoofchk": "off"}),
+    )
+}
+
+fn calls_since(lab: &Lab, n: usize) -> Vec<String> {
+    lab.fake().calls[n..].to_vec()
+}
+
+fn position(calls: &[String], prefix: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no call {prefix:?} in {calls:?}"))
+}
+
+#[test]
+fn igb_untrusted_vf_that_was_up_takes_a_mac_and_gets_its_pf_mac_back() {
+    if !can_run() {
+        return;
+    }
+    // igb model: an untrusted VF that has been up cannot change its netdev MAC while an
+    // admin MAC is set, and the PF records the netdev MAC it writes.
+    let mut lab = Lab::new(1);
+    lab.set_igb(&[0]);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let key = format!("{}/0", lab.pf);
+    let before = lab.snapshot();
+    let conf = untrusted_mac_conf(&lab, 0);
+    let netdev = format!("netdev {} vf 0 mac=", lab.pf);
+    let admin = format!("set {} vf 0 mac=", lab.pf);
+    for i in 0..10 {
+        let n = lab.fake().calls.len();
+        let cid = format!("igb{i}");
+        let res = lab.run("ADD", &cid, "net1", &ns, &conf).ok().clone();
+        // The netdev gets its MAC before the PF makes it an admin MAC.
+        let add = calls_since(&lab, n);
+        assert!(position(&add, &netdev) < position(&add, &admin), "{add:?}");
+        let st = lab.fake();
+        assert_eq!(st.vfs[&key].mac, Mac::parse("02:33:00:00:00:02").unwrap());
+        assert!(st.igb_vfs[&key].admin_mac);
+        lab.run("CHECK", &cid, "net1", &ns, &with_prev(&conf, &res))
+            .ok();
+        let n = lab.fake().calls.len();
+        lab.run("DEL", &cid, "net1", &ns, &with_prev(&conf, &res))
+            .ok();
+        // DEL: admin MAC cleared, netdev MAC back (which igb records), PF MAC cleared again.
+        let del = calls_since(&lab, n);
+        let macs: Vec<&String> = del.iter().filter(|c| c.contains("mac=")).collect();
+        assert_eq!(macs.len(), 3, "{del:?}");
+        assert!(macs[0].starts_with(&format!("{admin}00:00:00:00:00:00")));
+        assert!(macs[1].starts_with(&netdev));
+        assert!(macs[2].starts_with(&format!("{admin}00:00:00:00:00:00")));
+        assert_eq!(lab.snapshot(), before, "cycle {i}");
+    }
+}
+
+#[test]
+fn igb_vf_first_used_then_reused_keeps_the_pf_mac_it_had() {
+    if !can_run() {
+        return;
+    }
+    // The lab's cni.del-restores: a never-up VF with a trusted config, then a config
+    // without mac (the VF's own MAC reaches the PF when it comes up in the pod).
+    let mut lab = Lab::new(1);
+    lab.set_igb(&[]);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let key = format!("{}/0", lab.pf);
+    let before = lab.snapshot();
+    let conf = lab.conf(
+        "1.0.0",
+        0,
+        json!({"mac": "02:11:22:33:44:55", "vlan": 100, "trust": "on", "spoofchk": "off"}),
+    );
+    let res = lab.run("ADD", "first", "net1", &ns, &conf).ok().clone();
+    assert!(lab.fake().igb_vfs[&key].been_up);
+    lab.run("DEL", "first", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.fake().vfs[&key].mac, Mac::default());
+    assert_eq!(lab.snapshot(), before);
+    lab.run("DEL", "first", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.snapshot(), before);
+
+    let conf = lab.conf("1.0.0", 0, json!({"vlan": 5}));
+    let res = lab.run("ADD", "nomac", "net1", &ns, &conf).ok().clone();
+    // Up in the pod: igb now reports the netdev's own MAC for the VF...
+    assert_ne!(lab.fake().vfs[&key].mac, Mac::default());
+    let n = lab.fake().calls.len();
+    lab.run("DEL", "nomac", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    // ...and DEL clears it again; zero is the only MAC written without a mac config
+    // (it clears igb's admin flag rather than setting it).
+    let sets: Vec<String> = calls_since(&lab, n)
+        .into_iter()
+        .filter(|c| c.starts_with("set "))
+        .collect();
+    assert_eq!(sets.len(), 2, "{sets:?}");
+    assert!(sets[0].ends_with("mac=00:00:00:00:00:00"), "{sets:?}");
+    assert!(
+        sets[1].ends_with("vlan=0 vlanQoS=0 vlanProto=802.1q"),
+        "{sets:?}"
+    );
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn igb_admin_mac_left_on_an_untrusted_vf_is_cleared_for_the_move_and_restored() {
+    if !can_run() {
+        return;
+    }
+    // Someone set an admin MAC on an untrusted, used VF: the netdev MAC can only be
+    // written after it is cleared, and DEL puts the admin MAC back.
+    let mut lab = Lab::new(1);
+    lab.set_igb(&[0]);
+    let key = format!("{}/0", lab.pf);
+    let m0 = Mac::parse("02:aa:00:00:00:07").unwrap();
+    let mut st = lab.fake();
+    st.vfs.get_mut(&key).unwrap().mac = m0;
+    st.igb_vfs.get_mut(&key).unwrap().admin_mac = true;
+    st.store(&lab.fake_path()).unwrap();
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let before = lab.snapshot();
+    let conf = untrusted_mac_conf(&lab, 0);
+    let res = lab.run("ADD", "adm", "net1", &ns, &conf).ok().clone();
+    assert_eq!(
+        lab.fake().vfs[&key].mac,
+        Mac::parse("02:33:00:00:00:02").unwrap()
+    );
+    lab.run("DEL", "adm", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.snapshot(), before);
+    assert_eq!(lab.fake().vfs[&key].mac, m0);
+}
+
+#[test]
+fn igb_add_failure_at_every_step_leaves_no_trace() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    lab.set_igb(&[0]);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let conf = untrusted_mac_conf(&lab, 0);
+    let before = lab.snapshot();
+    let pod_before = links(&lab.pods[p].name);
+    let steps = [
+        "vf:vlan",
+        "after:vf:vlan",
+        "vf:spoofchk",
+        "after:vf:spoofchk",
+        "after:vf:mac",
+        "move",
+        "ipam",
+        "addresses",
+        "up",
+        "routes",
+        "result",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        lab.set_fail(Some((step, libc::EIO)));
+        let r = lab.run("ADD", &format!("igbf{i}"), "net1", &ns, &conf);
+        assert_ne!(r.code, 0, "{step}: {}", r.stdout);
+        lab.set_fail(None);
+        assert_eq!(lab.snapshot(), before, "{step} left a trace: {}", r.msg());
+        assert_eq!(links(&lab.pods[p].name), pod_before, "{step}");
+    }
+    // The PF refuses the admin MAC (after the move, once the VF pushed its netdev MAC)
+    // and, in this fake, clearing it too: the undo cannot finish, the cache stays, and
+    // the runtime's DEL finishes the job.
+    lab.set_fail(Some(("vf:mac", libc::EIO)));
+    let r = lab.run("ADD", "igbm", "net1", &ns, &conf);
+    assert_eq!(r.err_code(), 102, "{}", r.stdout);
+    assert!(r.msg().contains("mac=02:33:00:00:00:02"), "{}", r.msg());
+    assert!(lab.data_dir().join("igbm-net1").exists());
+    lab.set_fail(None);
+    lab.run("DEL", "igbm", "net1", &ns, &conf).ok();
+    assert_eq!(lab.snapshot(), before);
+    // And the VF still works.
+    let res = lab.run("ADD", "igbok", "net1", &ns, &conf).ok().clone();
+    lab.run("DEL", "igbok", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn soft_rdma_device_on_the_vf_netdev_is_moved_too() {
+    if !can_run() {
+        return;
+    }
+    // rxe sits under devices/virtual and names its netdev only in `parent`; moving the
+    // netdev alone would delete it, and rxe itself refuses the move (EOPNOTSUPP).
+    let mut lab = Lab::new(1);
+    lab.sim.set_netns_mode(false).unwrap();
+    let rxe = format!("rxe{}", lab.id);
+    lab.add_soft_rdma(0, &rxe);
+    let host = rdma_hca::Host::new(lab.sim.root());
+    let f = host.function(&lab.vf_pci(0).parse().unwrap()).unwrap();
+    let own = f.rdma_devices[0].clone();
+    assert!(!f.rdma_devices.contains(&rxe));
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let conf = lab.conf("1.0.0", 0, json!({"mac": "02:22:00:00:00:02", "vlan": 43}));
+    // A soft device that can move (siw-like here) follows the VF and comes back.
+    let res = lab.run("ADD", "rxe2", "net1", &ns, &conf).ok().clone();
+    assert_eq!(lab.fake().rdma[&rxe], inode(&ns));
+    assert_eq!(lab.fake().rdma[&own], inode(&ns));
+    lab.run("DEL", "rxe2", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert_eq!(lab.fake().rdma[&rxe], inode(&lab.host.path()));
+    // rxe refuses: ADD fails naming it, with the PCI device moved back, vlan undone and
+    // the netdev never moved.
+    let before = lab.snapshot();
+    let pod_before = links(&lab.pods[p].name);
+    lab.set_fail(Some((&format!("vf:rdma:{rxe}"), libc::EOPNOTSUPP)));
+    let n = lab.fake().calls.len();
+    let r = lab.run("ADD", "rxe", "net1", &ns, &conf);
+    assert_eq!(r.err_code(), 105, "{}", r.stdout);
+    assert!(r.msg().contains(&rxe), "{}", r.msg());
+    assert!(r.msg().contains("not supported"), "{}", r.msg());
+    lab.set_fail(None);
+    let calls = calls_since(&lab, n);
+    let own_moves = calls
+        .iter()
+        .filter(|c| c.starts_with(&format!("rdma {own} ")))
+        .count();
+    assert_eq!(own_moves, 2, "{calls:?}");
+    assert_eq!(lab.snapshot(), before);
+    assert_eq!(links(&lab.pods[p].name), pod_before);
+    // Shared mode: RDMA devices stay where they are.
+    lab.sim.set_netns_mode(true).unwrap();
+    let n = lab.fake().calls.len();
+    let res = lab.run("ADD", "rxe3", "net1", &ns, &conf).ok().clone();
+    lab.run("DEL", "rxe3", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
+    assert!(calls_since(&lab, n).iter().all(|c| !c.starts_with("rdma ")));
+    assert_eq!(lab.snapshot(), before);
+}

@@ -249,6 +249,34 @@ impl Lab {
         sriov_cni::fake::FakeState::load(&self.fake_path()).unwrap()
     }
 
+    /// Switch the fake to its igb model; `been_up` VFs have an active mailbox already
+    /// (they were up once, as after an earlier attachment).
+    pub fn set_igb(&self, been_up: &[u32]) {
+        let mut st = self.fake();
+        st.igb = true;
+        for vf in been_up {
+            st.igb_vfs
+                .entry(format!("{}/{vf}", self.pf))
+                .or_default()
+                .been_up = true;
+        }
+        st.store(&self.fake_path()).unwrap();
+    }
+
+    /// Give VF `vf`'s netdev an rxe-like soft RDMA device `name` in the fixture tree:
+    /// under `devices/virtual/infiniband`, tied to the netdev only by `parent`.
+    pub fn add_soft_rdma(&self, vf: u32, name: &str) {
+        let r = self.sim.root();
+        let dir = r.join("sys/devices/virtual/infiniband").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("parent"), format!("{}\n", self.vf_name(vf))).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../devices/virtual/infiniband/{name}"),
+            r.join("sys/class/infiniband").join(name),
+        )
+        .unwrap();
+    }
+
     pub fn set_fail(&self, step: Option<(&str, i32)>) {
         let mut st = self.fake();
         st.fail.clear();
@@ -375,10 +403,19 @@ impl Lab {
             }
         }
         leases.sort();
+        let fake = self.fake();
         Snapshot {
             links: links(&self.host.name),
-            vfs: self.fake().vfs,
-            rdma: self.fake().rdma,
+            vfs: fake.vfs,
+            rdma: fake.rdma,
+            // igb's admin-MAC flag decides whether the VF may change its own MAC; whether
+            // the VF has been up cannot be undone and is left out.
+            igb_admin_mac: fake
+                .igb_vfs
+                .iter()
+                .filter(|(_, v)| v.admin_mac)
+                .map(|(k, _)| k.clone())
+                .collect(),
             files,
             leases,
         }
@@ -403,6 +440,8 @@ pub struct Snapshot {
     pub links: Vec<LinkView>,
     pub vfs: BTreeMap<String, sriov_cni::sriov::VfState>,
     pub rdma: BTreeMap<String, u64>,
+    /// VFs with igb's admin-MAC flag set.
+    pub igb_admin_mac: Vec<String>,
     pub files: Vec<String>,
     pub leases: Vec<String>,
 }
