@@ -56,6 +56,17 @@ pub enum DaemonError {
         #[source]
         source: UnixError,
     },
+    /// A plugins_registry socket could not be put in place.
+    #[error("resource {resource}: publish socket {path}: {source}")]
+    Publish {
+        /// Full resource name.
+        resource: String,
+        /// The socket path kubelet's plugin watcher looks at.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The device-plugin directory could not be created.
     #[error("create device-plugin directory {path}: {source}")]
     PluginDir {
@@ -159,6 +170,19 @@ struct Running {
     server: Option<UnixServer>,
     /// The `Register` task (none in plugins_registry mode).
     register: Option<JoinHandle<()>>,
+    /// The socket kubelet dials, and its inode (device, inode number).
+    socket: PathBuf,
+    socket_inode: Option<(u64, u64)>,
+}
+
+impl Running {
+    /// Remove our socket file unless something else has replaced it since.
+    fn remove_socket(&self) {
+        let now = file_id(&self.socket).map(|f| (f.dev, f.ino));
+        if now.is_some() && now == self.socket_inode {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
 }
 
 /// Identity of a file: a recreated `kubelet.sock` has a new one.
@@ -310,12 +334,14 @@ impl Daemon {
         let socket = r.socket_name();
         let (tx, rx) = watch::channel(r);
         let service = PluginService::new(rx, self.alloc.clone());
-        let server = self.serve(&name, &socket, service)?;
+        let (server, path) = self.serve(&name, &socket, service)?;
         let register = self.spawn_register(name, socket);
         Ok(Running {
             tx,
             server: Some(server),
             register,
+            socket_inode: file_id(&path).map(|f| (f.dev, f.ino)),
+            socket: path,
         })
     }
 
@@ -324,20 +350,42 @@ impl Daemon {
         name: &str,
         socket: &str,
         service: PluginService,
-    ) -> Result<UnixServer, DaemonError> {
+    ) -> Result<(UnixServer, PathBuf), DaemonError> {
         let path = self.socket_path(socket);
         let mut routes = Routes::new(dp::device_plugin_server::DevicePluginServer::new(service));
-        if self.lifecycle.plugins_registry.is_some() {
-            // GetInfo names this same socket as the DevicePlugin endpoint
-            let reg = RegistryService::new(name.to_string(), path.clone(), self.outcomes.clone());
-            routes = routes.add_service(pr::registration_server::RegistrationServer::new(reg));
-        }
-        let server = UnixServer::spawn(&path, routes).map_err(|source| DaemonError::Serve {
+        let Some(dir) = &self.lifecycle.plugins_registry else {
+            let server = UnixServer::spawn(&path, routes).map_err(|source| DaemonError::Serve {
+                resource: name.to_string(),
+                source,
+            })?;
+            info!(resource = %name, socket = %path.display(), "serving");
+            return Ok((server, path));
+        };
+        // GetInfo names this same socket as the DevicePlugin endpoint
+        let reg = RegistryService::new(name.to_string(), path.clone(), self.outcomes.clone());
+        routes = routes.add_service(pr::registration_server::RegistrationServer::new(reg));
+        // The plugin watcher dials a socket as soon as it is created: create it under a
+        // hidden name (the watcher skips those), listen, then link it into place.
+        let hidden = dir.join(format!(".{socket}.tmp"));
+        let server = UnixServer::spawn(&hidden, routes).map_err(|source| DaemonError::Serve {
             resource: name.to_string(),
             source,
         })?;
-        info!(resource = %name, socket = %path.display(), "serving");
-        Ok(server)
+        let publish = || -> std::io::Result<()> {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            std::fs::hard_link(&hidden, &path)?;
+            std::fs::remove_file(&hidden)
+        };
+        publish().map_err(|source| DaemonError::Publish {
+            resource: name.to_string(),
+            path: path.clone(),
+            source,
+        })?;
+        info!(resource = %name, socket = %path.display(), "serving (plugins_registry)");
+        Ok((server, path))
     }
 
     fn spawn_register(&self, name: String, socket: String) -> Option<JoinHandle<()>> {
@@ -365,11 +413,13 @@ impl Daemon {
         let r = run.tx.borrow().clone();
         let service = PluginService::new(run.tx.subscribe(), self.alloc.clone());
         let socket = r.socket_name();
-        let server = self.serve(name, &socket, service)?;
+        let (server, path) = self.serve(name, &socket, service)?;
         let register = self.spawn_register(name.to_string(), socket);
         if let Some(run) = self.running.get_mut(name) {
             run.server = Some(server);
             run.register = register;
+            run.socket_inode = file_id(&path).map(|f| (f.dev, f.ino));
+            run.socket = path;
         }
         Ok(())
     }
@@ -449,7 +499,7 @@ impl Daemon {
             .filter(|(_, r)| {
                 r.server
                     .as_ref()
-                    .is_none_or(|s| s.is_finished() || !s.path().exists())
+                    .is_none_or(|s| s.is_finished() || !r.socket.exists())
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -513,6 +563,7 @@ impl Daemon {
                     if let Err(e) = s.shutdown().await {
                         warn!(resource = %name, error = %e, "shutdown");
                     }
+                    r.remove_socket();
                 })
             });
         futures::future::join_all(stops).await;
@@ -526,6 +577,7 @@ fn stop(mut r: Running) {
     if let Some(s) = r.server.take() {
         tokio::spawn(async move {
             let _ = s.shutdown().await;
+            r.remove_socket();
         });
     }
 }
