@@ -1004,3 +1004,61 @@ fn duplicate_keys_are_rejected() {
         other => panic!("expected a syntax error, got {other:?}"),
     }
 }
+
+#[test]
+fn the_build_stage_copies_every_workspace_member_and_no_target_dir() {
+    let text = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
+    let build = text
+        .split("\nFROM ")
+        .find(|s| s.contains(" AS build"))
+        .unwrap();
+    let copied: Vec<&str> = build
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[..words.len() - 1].to_vec()
+        })
+        .collect();
+    assert!(copied.contains(&"Cargo.toml") && copied.contains(&"Cargo.lock"));
+    assert!(
+        !copied.iter().any(|c| *c == "." || c.starts_with("target")),
+        "{copied:?}"
+    );
+    // cargo must find every member's manifest to load the workspace.
+    let cargo = std::env::var("CARGO").unwrap_or("cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(deploy_dir())
+        .output()
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let root = Path::new(meta["workspace_root"].as_str().unwrap());
+    let members: Vec<String> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let dir = Path::new(p["manifest_path"].as_str().unwrap())
+                .parent()
+                .unwrap();
+            dir.strip_prefix(root).unwrap().display().to_string()
+        })
+        .collect();
+    assert!(members.len() >= 7, "{members:?}");
+    for m in &members {
+        assert!(
+            copied
+                .iter()
+                .any(|c| m == c || m.starts_with(&format!("{c}/"))),
+            "workspace member {m} is not copied into the build stage ({copied:?})"
+        );
+    }
+}
