@@ -1062,3 +1062,22 @@ fn the_build_stage_copies_every_workspace_member_and_no_target_dir() {
         );
     }
 }
+
+#[test]
+fn cargo_lock_is_current_for_the_locked_image_build() {
+    let text = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
+    assert!(text.contains("cargo build --release --locked"));
+    // `--locked` fails when Cargo.lock does not match the manifests; so would the image.
+    // (The resolution covers the whole workspace; `tree` needs only this host's crates.)
+    let cargo = std::env::var("CARGO").unwrap_or("cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["tree", "--locked", "--offline", "--depth", "0", "-q"])
+        .current_dir(deploy_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "Cargo.lock is not current (commit it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
