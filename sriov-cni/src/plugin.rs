@@ -1,9 +1,10 @@
 //! The commands: ADD, DEL, CHECK, STATUS, GC (VERSION is answered by the dispatcher).
 //!
 //! ADD records what it will change in the cache before the first change, then applies
-//! the steps in order: VF settings on the PF, RDMA device move, link move+rename+MAC+MTU
-//! (one message), IPAM, addresses, link up, routes. Any failure runs the same teardown
-//! DEL uses, limited to the steps that ran, in reverse order.
+//! the steps in order: VF settings on the PF but the MAC, RDMA device move, link
+//! move+rename+MAC+MTU (one message), the admin MAC on the PF, IPAM, addresses, link up,
+//! routes. Any failure runs the same teardown DEL uses, limited to the steps that ran,
+//! in reverse order.
 
 use crate::cache::{Cache, CacheEntry, HostLink};
 use crate::config::{Command, Env, EnvError, Mac, NetConf};
