@@ -25,9 +25,8 @@
 //! - once the VF has been up (its mailbox is active), writing its netdev MAC asks the
 //!   PF: refused with EADDRNOTAVAIL for an untrusted VF while the admin flag is set,
 //!   otherwise the PF records that MAC and reports it for the VF;
-//! - bringing the VF up activates the mailbox and pushes the netdev MAC the same way
-//!   (when refused, the real VF takes the admin MAC; the plugin always writes the
-//!   admin MAC on the netdev before the flag is set, so that is not modelled).
+//! - bringing the VF up only activates the mailbox: the PF's report does not change
+//!   (seen in the lab: a VF used in pods without `mac` keeps reporting 00:00:00:00:00:00).
 
 use crate::config::Mac;
 use crate::netlink::NlError;
@@ -191,16 +190,11 @@ impl VfConfigurator for FileFake {
         })
     }
 
-    fn netdev_up(&mut self, pf: &str, vf: u32, mac: Option<Mac>) -> Result<(), NlError> {
+    fn netdev_up(&mut self, pf: &str, vf: u32) -> Result<(), NlError> {
         self.with("bring VF netdev up", |st| {
             st.calls.push(format!("netdev {pf} vf {vf} up"));
-            let k = key(pf, vf);
             if st.igb {
-                st.igb_vfs.entry(k.clone()).or_default().been_up = true;
-                if let Some(m) = mac {
-                    // A refused push leaves the PF's record alone (see the module docs).
-                    let _ = st.igb_vf_sets_mac(&k, m);
-                }
+                st.igb_vfs.entry(key(pf, vf)).or_default().been_up = true;
             }
             Ok(())
         })
@@ -298,9 +292,9 @@ mod tests {
         // Never up: the netdev MAC stays the VF's business.
         f.netdev_mac("pf", 0, m1).unwrap();
         assert_eq!(f.vf_state("pf", 0).unwrap().mac, Mac::default());
-        // Up once: the PF records the netdev MAC, and keeps recording later writes.
-        f.netdev_up("pf", 0, Some(m1)).unwrap();
-        assert_eq!(f.vf_state("pf", 0).unwrap().mac, m1);
+        // Up once: the PF's report stays, but later netdev MAC writes are recorded.
+        f.netdev_up("pf", 0).unwrap();
+        assert_eq!(f.vf_state("pf", 0).unwrap().mac, Mac::default());
         f.netdev_mac("pf", 0, m2).unwrap();
         assert_eq!(f.vf_state("pf", 0).unwrap().mac, m2);
         // An admin MAC locks an untrusted VF out, even for the same MAC...

@@ -371,7 +371,7 @@ impl Plugin<'_> {
             pci_id: Some(target.pci.to_string()),
             ..Default::default()
         };
-        let mut pod: Option<(Rtnl, u32, Option<Mac>)> = None;
+        let mut pod: Option<(Rtnl, u32)> = None;
         if let Some(l) = cur_link {
             let mut change = LinkChange {
                 index: l.index,
@@ -429,10 +429,9 @@ impl Plugin<'_> {
                 e2.dropped_altnames = p.dropped_altnames.clone();
                 self.cache().store(&e2)?;
             }
-            let mac = conf.mac.or(l.mac);
-            iface.mac = mac.map(|m| m.to_string());
+            iface.mac = conf.mac.or(l.mac).map(|m| m.to_string());
             iface.mtu = Some(conf.mtu.unwrap_or(l.mtu));
-            pod = Some((prtnl, index, mac));
+            pod = Some((prtnl, index));
             fault(self.vf, "move")?;
         }
         for s in admin_mac {
@@ -451,7 +450,7 @@ impl Plugin<'_> {
             p.ipam_done = true;
             fault(self.vf, "ipam")?;
         }
-        if let Some((prtnl, index, mac)) = pod.as_mut() {
+        if let Some((prtnl, index)) = pod.as_mut() {
             let v4 = ipam_result.ips.iter().any(|i| i.address.addr.is_ipv4());
             let v6 = ipam_result.ips.iter().any(|i| !i.address.addr.is_ipv4());
             // Gratuitous ARP / unsolicited NA: the kernel sends them when the link comes
@@ -481,7 +480,7 @@ impl Plugin<'_> {
                 },
                 &env.ifname,
             )?;
-            self.vf.netdev_up(&entry.pf, entry.vf_index, *mac)?;
+            self.vf.netdev_up(&entry.pf, entry.vf_index)?;
             fault(self.vf, "up")?;
             for r in &ipam_result.routes {
                 let gw = r.gw.or_else(|| {
@@ -645,11 +644,18 @@ impl Plugin<'_> {
                 self.restore_vf(e, s, &mut errs);
             }
         }
+        // Whether a netdev MAC was (or may have been) written back: igb then reports it.
+        let mut wrote_mac = false;
         if p.link_moved
             && let Some(l) = &e.link
-            && let Err(x) = self.restore_link(e, l, p.pod_index, netns, home)
         {
-            errs.push(x);
+            match self.restore_link(e, l, p.pod_index, netns, home) {
+                Ok(w) => wrote_mac = w,
+                Err(x) => {
+                    wrote_mac = true;
+                    errs.push(x);
+                }
+            }
         }
         if !p.dropped_altnames.is_empty()
             && let Some(l) = &e.link
@@ -657,10 +663,14 @@ impl Plugin<'_> {
         {
             errs.push(x);
         }
-        // A non-zero MAC is written only when ADD had one to write: igb would make it an
-        // admin MAC the VF can no longer change.
-        let may_set = admin_mac.is_some() || p.mac_cleared;
-        if p.mac_cleared || (netdev_back && (may_set || e.vf_orig.mac.is_zero())) {
+        // Read back only when the PF may now report another MAC: it was cleared above, or a
+        // netdev MAC was written (also one a pod or chained plugin had changed). A
+        // non-zero MAC is written only when ADD had one to write (the first two cases):
+        // igb would make it an admin MAC the VF can no longer change.
+        if p.mac_cleared
+            || (netdev_back && admin_mac.is_some())
+            || (wrote_mac && e.vf_orig.mac.is_zero())
+        {
             match self.vf.vf_state(&e.pf, e.vf_index) {
                 Ok(st) if st.mac == e.vf_orig.mac => {}
                 // (restore_vf takes the value from vf_orig)
@@ -723,6 +733,7 @@ impl Plugin<'_> {
     }
 
     /// Put the VF netdev back on the host under its old name, MAC, MTU and state.
+    /// Returns whether its MAC was written.
     fn restore_link(
         &mut self,
         e: &CacheEntry,
@@ -730,7 +741,7 @@ impl Plugin<'_> {
         pod_index: Option<u32>,
         netns: Option<&Netns>,
         home: &Netns,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if let Some(ns) = netns {
             let mut pod = ns
                 .run(home, Rtnl::new)
@@ -760,7 +771,7 @@ impl Plugin<'_> {
                 };
                 pod.set_link(&change, &f.name)?;
                 self.netdev_changed(e, l, change.mac)?;
-                return Ok(());
+                return Ok(change.mac.is_some());
             }
         }
         // Not in the pod: the netns is gone (the kernel returned the VF to the host,
@@ -790,13 +801,13 @@ impl Plugin<'_> {
                 l.name,
                 e.ifname
             );
-            return Ok(());
+            return Ok(false);
         };
         let rename = f.name != l.name;
         let mac = l.mac.filter(|m| f.mac != Some(*m));
         let mtu = Some(l.mtu).filter(|m| *m != f.mtu);
         if !rename && mac.is_none() && mtu.is_none() && f.up == l.up {
-            return Ok(());
+            return Ok(false);
         }
         if f.up {
             h.set_link(
@@ -819,7 +830,8 @@ impl Plugin<'_> {
             },
             &f.name,
         )?;
-        self.netdev_changed(e, l, mac)
+        self.netdev_changed(e, l, mac)?;
+        Ok(mac.is_some())
     }
 
     /// Tell the configurator what the VF driver saw of a netdev restore (test seam).
@@ -828,7 +840,7 @@ impl Plugin<'_> {
             self.vf.netdev_mac(&e.pf, e.vf_index, m)?;
         }
         if l.up {
-            self.vf.netdev_up(&e.pf, e.vf_index, l.mac)?;
+            self.vf.netdev_up(&e.pf, e.vf_index)?;
         }
         Ok(())
     }

@@ -279,8 +279,8 @@ pub trait VfConfigurator {
     fn netdev_mac(&mut self, _pf: &str, _vf: u32, _mac: Mac) -> Result<(), NlError> {
         Ok(())
     }
-    /// Same, right after the VF netdev was brought up with MAC `mac`.
-    fn netdev_up(&mut self, _pf: &str, _vf: u32, _mac: Option<Mac>) -> Result<(), NlError> {
+    /// Same, right after the VF netdev was brought up.
+    fn netdev_up(&mut self, _pf: &str, _vf: u32) -> Result<(), NlError> {
         Ok(())
     }
 }

@@ -855,15 +855,42 @@ fn igb_vf_first_used_then_reused_keeps_the_pf_mac_it_had() {
         .ok();
     assert_eq!(lab.snapshot(), before);
 
+    // Without mac: the VF comes up in the pod but igb's report stays; DEL writes no MAC
+    // and reads nothing back.
     let conf = lab.conf("1.0.0", 0, json!({"vlan": 5}));
-    let res = lab.run("ADD", "nomac", "net1", &ns, &conf).ok().clone();
-    // Up in the pod: igb now reports the netdev's own MAC for the VF...
-    assert_ne!(lab.fake().vfs[&key].mac, Mac::default());
     let n = lab.fake().calls.len();
+    let res = lab.run("ADD", "nomac", "net1", &ns, &conf).ok().clone();
+    assert_eq!(lab.fake().vfs[&key].mac, Mac::default());
     lab.run("DEL", "nomac", "net1", &ns, &with_prev(&conf, &res))
         .ok();
-    // ...and DEL clears it again; zero is the only MAC written without a mac config
-    // (it clears igb's admin flag rather than setting it).
+    let calls = calls_since(&lab, n);
+    assert!(calls.iter().all(|c| !c.contains("mac=")), "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("get ")).count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(lab.snapshot(), before);
+    // A MAC changed in the pod (as a chained `tuning` plugin does) reaches igb's report;
+    // DEL writes the netdev MAC back, which igb records too, and clears it to zero again:
+    // zero is the only MAC written without a mac config (it clears igb's admin flag).
+    let res = lab.run("ADD", "tuned", "net1", &ns, &conf).ok().clone();
+    let tuned = "02:77:00:00:00:01";
+    common::ip_ok(&[
+        "-n",
+        &lab.pods[p].name,
+        "link",
+        "set",
+        "net1",
+        "address",
+        tuned,
+    ]);
+    let mut st = lab.fake();
+    st.vfs.get_mut(&key).unwrap().mac = Mac::parse(tuned).unwrap();
+    st.store(&lab.fake_path()).unwrap();
+    let n = lab.fake().calls.len();
+    lab.run("DEL", "tuned", "net1", &ns, &with_prev(&conf, &res))
+        .ok();
     let sets: Vec<String> = calls_since(&lab, n)
         .into_iter()
         .filter(|c| c.starts_with("set "))
