@@ -25,8 +25,12 @@
 //! - once the VF has been up (its mailbox is active), writing its netdev MAC asks the
 //!   PF: refused with EADDRNOTAVAIL for an untrusted VF while the admin flag is set,
 //!   otherwise the PF records that MAC and reports it for the VF;
-//! - bringing the VF up only activates the mailbox: the PF's report does not change
-//!   (seen in the lab: a VF used in pods without `mac` keeps reporting 00:00:00:00:00:00).
+//! - bringing the VF up only activates the mailbox: the PF's report does not change;
+//! - taking it down (also by moving it to another netns) resets the VF, which then asks
+//!   for its netdev MAC as above (seen in the lab: a never-used VF reports
+//!   00:00:00:00:00:00 while up in a pod, and its netdev MAC after leaving the pod). A
+//!   refused request makes the real VF take the admin MAC; the plugin writes the admin
+//!   MAC on the netdev before it sets it on the PF, so that is not modelled.
 
 use crate::config::Mac;
 use crate::netlink::NlError;
@@ -190,6 +194,23 @@ impl VfConfigurator for FileFake {
         })
     }
 
+    fn netdev_down(&mut self, pf: &str, vf: u32, mac: Option<Mac>) -> Result<(), NlError> {
+        self.with("take VF netdev down", |st| {
+            let shown = mac.map(|m| m.to_string()).unwrap_or_default();
+            st.calls
+                .push(format!("netdev {pf} vf {vf} down had={shown}"));
+            let k = key(pf, vf);
+            if st.igb
+                && st.igb_vfs.get(&k).is_some_and(|i| i.been_up)
+                && let Some(m) = mac
+            {
+                // A refused request leaves the PF's record alone.
+                let _ = st.igb_vf_sets_mac(&k, m);
+            }
+            Ok(())
+        })
+    }
+
     fn netdev_up(&mut self, pf: &str, vf: u32) -> Result<(), NlError> {
         self.with("bring VF netdev up", |st| {
             st.calls.push(format!("netdev {pf} vf {vf} up"));
@@ -292,9 +313,12 @@ mod tests {
         // Never up: the netdev MAC stays the VF's business.
         f.netdev_mac("pf", 0, m1).unwrap();
         assert_eq!(f.vf_state("pf", 0).unwrap().mac, Mac::default());
-        // Up once: the PF's report stays, but later netdev MAC writes are recorded.
+        // Up once: the PF's report stays, but going down and later netdev MAC writes are
+        // recorded.
         f.netdev_up("pf", 0).unwrap();
         assert_eq!(f.vf_state("pf", 0).unwrap().mac, Mac::default());
+        f.netdev_down("pf", 0, Some(m1)).unwrap();
+        assert_eq!(f.vf_state("pf", 0).unwrap().mac, m1);
         f.netdev_mac("pf", 0, m2).unwrap();
         assert_eq!(f.vf_state("pf", 0).unwrap().mac, m2);
         // An admin MAC locks an untrusted VF out, even for the same MAC...

@@ -406,6 +406,10 @@ impl Plugin<'_> {
                 .map_err(|e| Error::Other(e.to_string()))??;
             let kept_index =
                 self.move_link(rtnl, &mut prtnl, &mut change, l, entry, env, &ns_path, p)?;
+            if l.up {
+                // The move closed it (before the new MAC).
+                self.vf.netdev_down(&entry.pf, entry.vf_index, l.mac)?;
+            }
             if let Some(m) = change.mac {
                 self.vf.netdev_mac(&entry.pf, entry.vf_index, m)?;
             }
@@ -644,18 +648,11 @@ impl Plugin<'_> {
                 self.restore_vf(e, s, &mut errs);
             }
         }
-        // Whether a netdev MAC was (or may have been) written back: igb then reports it.
-        let mut wrote_mac = false;
         if p.link_moved
             && let Some(l) = &e.link
+            && let Err(x) = self.restore_link(e, l, p.pod_index, netns, home)
         {
-            match self.restore_link(e, l, p.pod_index, netns, home) {
-                Ok(w) => wrote_mac = w,
-                Err(x) => {
-                    wrote_mac = true;
-                    errs.push(x);
-                }
-            }
+            errs.push(x);
         }
         if !p.dropped_altnames.is_empty()
             && let Some(l) = &e.link
@@ -663,13 +660,14 @@ impl Plugin<'_> {
         {
             errs.push(x);
         }
-        // Read back only when the PF may now report another MAC: it was cleared above, or a
-        // netdev MAC was written (also one a pod or chained plugin had changed). A
-        // non-zero MAC is written only when ADD had one to write (the first two cases):
-        // igb would make it an admin MAC the VF can no longer change.
+        // Read back when the PF may now report another MAC: it was cleared above, or the
+        // netdev came back (igbvf resets when it goes down and tells igb its MAC then, as
+        // it does for every MAC written back). A non-zero MAC is written only when ADD had
+        // one to write (the first two cases): igb would make it an admin MAC the VF can
+        // no longer change.
         if p.mac_cleared
             || (netdev_back && admin_mac.is_some())
-            || (wrote_mac && e.vf_orig.mac.is_zero())
+            || (netdev_back && e.vf_orig.mac.is_zero())
         {
             match self.vf.vf_state(&e.pf, e.vf_index) {
                 Ok(st) if st.mac == e.vf_orig.mac => {}
@@ -733,7 +731,6 @@ impl Plugin<'_> {
     }
 
     /// Put the VF netdev back on the host under its old name, MAC, MTU and state.
-    /// Returns whether its MAC was written.
     fn restore_link(
         &mut self,
         e: &CacheEntry,
@@ -741,7 +738,7 @@ impl Plugin<'_> {
         pod_index: Option<u32>,
         netns: Option<&Netns>,
         home: &Netns,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         if let Some(ns) = netns {
             let mut pod = ns
                 .run(home, Rtnl::new)
@@ -770,8 +767,9 @@ impl Plugin<'_> {
                     up: l.up.then_some(true),
                 };
                 pod.set_link(&change, &f.name)?;
-                self.netdev_changed(e, l, change.mac)?;
-                return Ok(change.mac.is_some());
+                // Leaving the pod closes it (the kernel does so before the new MAC).
+                self.netdev_changed(e, l, f.up.then_some(f.mac), change.mac)?;
+                return Ok(());
             }
         }
         // Not in the pod: the netns is gone (the kernel returned the VF to the host,
@@ -801,13 +799,13 @@ impl Plugin<'_> {
                 l.name,
                 e.ifname
             );
-            return Ok(false);
+            return Ok(());
         };
         let rename = f.name != l.name;
         let mac = l.mac.filter(|m| f.mac != Some(*m));
         let mtu = Some(l.mtu).filter(|m| *m != f.mtu);
         if !rename && mac.is_none() && mtu.is_none() && f.up == l.up {
-            return Ok(false);
+            return Ok(());
         }
         if f.up {
             h.set_link(
@@ -830,12 +828,21 @@ impl Plugin<'_> {
             },
             &f.name,
         )?;
-        self.netdev_changed(e, l, mac)?;
-        Ok(mac.is_some())
+        self.netdev_changed(e, l, f.up.then_some(f.mac), mac)
     }
 
-    /// Tell the configurator what the VF driver saw of a netdev restore (test seam).
-    fn netdev_changed(&mut self, e: &CacheEntry, l: &HostLink, mac: Option<Mac>) -> Result<()> {
+    /// Tell the configurator what the VF driver saw of a netdev restore (test seam): it
+    /// went down (with the MAC it had), got `mac`, came up as before.
+    fn netdev_changed(
+        &mut self,
+        e: &CacheEntry,
+        l: &HostLink,
+        down: Option<Option<Mac>>,
+        mac: Option<Mac>,
+    ) -> Result<()> {
+        if let Some(had) = down {
+            self.vf.netdev_down(&e.pf, e.vf_index, had)?;
+        }
         if let Some(m) = mac {
             self.vf.netdev_mac(&e.pf, e.vf_index, m)?;
         }

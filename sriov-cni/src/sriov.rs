@@ -283,6 +283,10 @@ pub trait VfConfigurator {
     fn netdev_up(&mut self, _pf: &str, _vf: u32) -> Result<(), NlError> {
         Ok(())
     }
+    /// Same, right after the VF netdev, with MAC `mac`, went down (also by a netns move).
+    fn netdev_down(&mut self, _pf: &str, _vf: u32, _mac: Option<Mac>) -> Result<(), NlError> {
+        Ok(())
+    }
 }
 
 /// The real [`VfConfigurator`] over a route netlink socket in the host netns.
