@@ -142,6 +142,9 @@ pub struct Lifecycle {
     pub registry_retry: Duration,
 }
 
+/// First `Register` retry delay after a kubelet restart.
+const RESTART_REGISTER_BACKOFF: Duration = Duration::from_millis(5);
+
 /// `periodicUpdateInterval` default of k8s-rdma-shared-dev-plugin.
 pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -335,7 +338,7 @@ impl Daemon {
         let (tx, rx) = watch::channel(r);
         let service = PluginService::new(rx, self.alloc.clone());
         let (server, path) = self.serve(&name, &socket, service)?;
-        let register = self.spawn_register(name, socket);
+        let register = self.spawn_register(name, socket, self.opts.register_backoff);
         Ok(Running {
             tx,
             server: Some(server),
@@ -388,12 +391,17 @@ impl Daemon {
         Ok((server, path))
     }
 
-    fn spawn_register(&self, name: String, socket: String) -> Option<JoinHandle<()>> {
+    fn spawn_register(
+        &self,
+        name: String,
+        socket: String,
+        first: Duration,
+    ) -> Option<JoinHandle<()>> {
         if self.lifecycle.plugins_registry.is_some() {
             return None; // kubelet's plugin watcher finds the socket
         }
         let kubelet = self.opts.kubelet_socket();
-        let (first, max) = (self.opts.register_backoff, self.opts.register_backoff_max);
+        let max = self.opts.register_backoff_max;
         Some(tokio::spawn(register_with_backoff(
             kubelet, name, socket, first, max,
         )))
@@ -414,7 +422,9 @@ impl Daemon {
         let service = PluginService::new(run.tx.subscribe(), self.alloc.clone());
         let socket = r.socket_name();
         let (server, path) = self.serve(name, &socket, service)?;
-        let register = self.spawn_register(name.to_string(), socket);
+        // a new kubelet.sock exists a moment before kubelet listens on it: retry soon
+        let first = RESTART_REGISTER_BACKOFF.min(self.opts.register_backoff);
+        let register = self.spawn_register(name.to_string(), socket, first);
         if let Some(run) = self.running.get_mut(name) {
             run.server = Some(server);
             run.register = register;
