@@ -914,3 +914,52 @@ pub async fn run_with(
     daemon.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rescan_interval_flag_then_config_then_default() {
+        let mut cfg = Config::embedded();
+        let mut lc = Lifecycle::default();
+        assert_eq!(lc.rescan_interval(&cfg), DEFAULT_RESCAN_INTERVAL);
+        cfg.periodic_update_interval = Some(Duration::from_secs(300));
+        assert_eq!(lc.rescan_interval(&cfg), Duration::from_secs(300));
+        cfg.periodic_update_interval = Some(Duration::ZERO);
+        assert_eq!(lc.rescan_interval(&cfg), Duration::ZERO);
+        lc.rescan_interval = Some(Duration::from_secs(1));
+        assert_eq!(lc.rescan_interval(&cfg), Duration::from_secs(1));
+        assert!(ticker(Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn events_coalesce_into_one_turn() {
+        let mut t = Todo::default();
+        for e in [
+            Event::LinksChanged,
+            Event::Rescan,
+            Event::LinksChanged,
+            Event::KubeletRestarted,
+        ] {
+            t.add(e);
+        }
+        assert!(t.rescan && t.kubelet && !t.reload && !t.safety);
+        t.add(Event::ConfigChanged);
+        assert!(t.reload);
+    }
+
+    #[test]
+    fn file_id_changes_when_a_socket_is_recreated() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("kubelet.sock");
+        assert_eq!(file_id(&p), None);
+        let l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        let a = file_id(&p).unwrap();
+        assert_eq!(file_id(&p), Some(a));
+        drop(l);
+        std::fs::remove_file(&p).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        assert_ne!(file_id(&p), Some(a));
+    }
+}
