@@ -11,6 +11,8 @@
 //! - A VF that leaves a pool because it lost what the pool selects it by (its driver was
 //!   unbound, its RDMA device went away): kubelet must see it `Unhealthy`, not gone, so it
 //!   stays listed (unhealthy) while its PCI function exists and no other pool took it.
+//!   (An `isRdma` pool's VF whose netdev and RDMA device both moved into a pod, in
+//!   exclusive RDMA netns mode, stays listed and healthy while a pod holds it.)
 //!   It comes back healthy when the driver or device returns. A VF that was rebound to a
 //!   user-space driver, or removed (`sriov_numvfs` lowered), leaves the list.
 //!
@@ -106,12 +108,14 @@ pub fn refine(
                 if userspace(f.driver.as_deref()) && !userspace(o.driver.as_deref()) {
                     continue; // rebound on purpose
                 }
+                // It no longer qualifies for the pool: unhealthy, unless its netdev (and
+                // with it, in exclusive RDMA netns mode, its RDMA device) is in a pod.
+                let in_pod = f.netdevs.is_empty() && judge(f, inv, Some(o), held(r, id));
                 carried.push(PoolDevice {
                     driver: f.driver.clone(),
                     netdevs: f.netdevs.clone(),
                     rdma: inv.rdma_of(f).cloned().collect(),
-                    // it no longer qualifies for the pool, so it cannot be handed out
-                    healthy: false,
+                    healthy: in_pod,
                     ..o.clone()
                 });
             }
@@ -219,6 +223,35 @@ mod tests {
         assert_eq!(health(&p, "rdma/vhca", &gone), None);
         assert_eq!(health(&p, "rdma/vhca", &vfio), None);
         assert_eq!(health(&p, "rdma/vhca", &h.vf_address(1, 1)), Some(true));
+    }
+
+    #[test]
+    fn rdma_pool_vf_moved_into_a_pod_with_its_rdma_device_stays_healthy() {
+        let d = crate::testutil::tempdir();
+        let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
+        let cfg = Config::parse(
+            Path::new("t.json"),
+            r#"{"resourceList":[{"resourceName":"r","selectors":{"vendors":["15b3"],"isRdma":true}}]}"#,
+        )
+        .unwrap();
+        let (_, p0) = scan(d.path(), &cfg);
+        let before = served(&p0);
+        let (a, b) = (h.vf_address(1, 2), h.vf_address(1, 3));
+        // exclusive netns mode: netdev and RDMA device leave the host's view together
+        let inv = Host::new(d.path()).inventory().unwrap();
+        for (addr, vf) in [(&a, 2), (&b, 3)] {
+            let f = inv.function(&addr.parse().unwrap()).unwrap();
+            let rdma = inv.rdma_of(f).next().unwrap().name.clone();
+            let dev =
+                std::fs::canonicalize(d.path().join("sys/bus/pci/devices").join(addr)).unwrap();
+            std::fs::remove_dir_all(dev.join("infiniband").join(&rdma)).unwrap();
+            std::fs::remove_file(d.path().join("sys/class/infiniband").join(&rdma)).unwrap();
+            h.remove_netdev(addr, &h.vf_netdev(1, vf)).unwrap();
+        }
+        let (inv, mut p) = scan(d.path(), &cfg);
+        refine(&mut p, &inv, &before, |_, id| id == a);
+        assert_eq!(health(&p, "intel.com/r", &a), Some(true), "in a pod");
+        assert_eq!(health(&p, "intel.com/r", &b), Some(false), "vanished");
     }
 
     #[test]
