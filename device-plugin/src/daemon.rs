@@ -356,20 +356,16 @@ impl Daemon {
     ) -> Result<(UnixServer, PathBuf), DaemonError> {
         let path = self.socket_path(socket);
         let mut routes = Routes::new(dp::device_plugin_server::DevicePluginServer::new(service));
-        let Some(dir) = &self.lifecycle.plugins_registry else {
-            let server = UnixServer::spawn(&path, routes).map_err(|source| DaemonError::Serve {
-                resource: name.to_string(),
-                source,
-            })?;
-            info!(resource = %name, socket = %path.display(), "serving");
-            return Ok((server, path));
-        };
-        // GetInfo names this same socket as the DevicePlugin endpoint
-        let reg = RegistryService::new(name.to_string(), path.clone(), self.outcomes.clone());
-        routes = routes.add_service(pr::registration_server::RegistrationServer::new(reg));
-        // The plugin watcher dials a socket as soon as it is created: create it under a
-        // hidden name (the watcher skips those), listen, then link it into place.
-        let hidden = dir.join(format!(".{socket}.tmp"));
+        if self.lifecycle.plugins_registry.is_some() {
+            // GetInfo names this same socket as the DevicePlugin endpoint
+            let reg = RegistryService::new(name.to_string(), path.clone(), self.outcomes.clone());
+            routes = routes.add_service(pr::registration_server::RegistrationServer::new(reg));
+        }
+        // Create the socket under a hidden name, listen, then link it into place: kubelet's
+        // plugin watcher dials a socket as soon as it appears (and skips hidden ones), and
+        // the server's own cleanup then only ever removes the hidden name, never a newer
+        // socket of the same resource (see `Running::remove_socket`).
+        let hidden = path.with_file_name(format!(".{socket}.tmp"));
         let server = UnixServer::spawn(&hidden, routes).map_err(|source| DaemonError::Serve {
             resource: name.to_string(),
             source,
@@ -387,7 +383,7 @@ impl Daemon {
             path: path.clone(),
             source,
         })?;
-        info!(resource = %name, socket = %path.display(), "serving (plugins_registry)");
+        info!(resource = %name, socket = %path.display(), "serving");
         Ok((server, path))
     }
 
