@@ -1,59 +1,93 @@
 //! The CNI configs inside NetworkAttachmentDefinitions, and the pod annotation that
 //! selects them.
+//!
+//! `type: sriov` configs are read by the plugin's own parser
+//! ([`sriov_cni::config::NetConf::parse`]), as ADD sees them once multus has injected the
+//! VF. Modelled here is only what that parser does not check: keys it does not know
+//! (it skips them, so a typo would deploy and do nothing), a device fixed in the NAD, and
+//! the IPAM section, which it hands to the IPAM plugin unread. The macvlan plugin,
+//! host-local IPAM and multus' networks annotation belong to other projects; nothing
+//! else here parses them, so they have minimal local models, as strict as the rest.
 
 use std::net::Ipv4Addr;
 
 use serde::Deserialize;
 
-use crate::ManifestError;
-use crate::strict::from_json_strict;
+use crate::strict::{deserialize_strict, from_json_strict};
+use crate::{CNI_BINARY, ManifestError};
 
-/// CNI spec versions the `sriov` plugin speaks (issue 6).
-pub const SRIOV_CNI_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// The top-level keys the `sriov` plugin reads that a NAD may carry (the plugin's parser
+/// also reads `runtimeConfig`, `prevResult` and `cni.dev/valid-attachments`, which the
+/// runtime adds). Any other key is a typo the plugin would skip.
+pub const SRIOV_NAD_KEYS: [&str; 18] = [
+    "cniVersion",
+    "name",
+    "type",
+    "deviceID",
+    "pciBusID",
+    "vlan",
+    "vlanQoS",
+    "vlanProto",
+    "mac",
+    "spoofchk",
+    "trust",
+    "link_state",
+    "min_tx_rate",
+    "max_tx_rate",
+    "mtu",
+    "logLevel",
+    "logFile",
+    "ipam",
+];
+
+/// Keys naming the VF, which multus injects from the pod's allocation: a NAD that fixed
+/// one would hand the same VF to every pod.
+const DEVICE_KEYS: [&str; 2] = ["deviceID", "pciBusID"];
+
+/// Stands in for the VF multus injects, so the plugin's parser sees what ADD sees.
+const INJECTED_DEVICE: &str = "0000:00:00.1";
 
 /// A NAD's CNI config, by `type`.
 #[derive(Debug, Clone)]
 pub enum NetConf {
     /// `type: sriov`: our plugin.
-    Sriov(SriovNetConf),
+    Sriov(Box<SriovNetConf>),
     /// `type: macvlan`: the reference plugin.
     Macvlan(MacvlanNetConf),
+}
+
+/// A `type: sriov` NAD config.
+#[derive(Debug, Clone)]
+pub struct SriovNetConf {
+    /// The plugin's own parse, of the config plus an injected VF; `device_id` is reset to
+    /// `None` and `raw` to the NAD's config, so this is what the NAD itself says.
+    pub conf: sriov_cni::config::NetConf,
+    /// The IPAM section (the plugin only reads its `type`).
+    pub ipam: Option<Ipam>,
 }
 
 impl NetConf {
     /// Parses and validates a NAD's `spec.config`.
     pub fn parse(origin: &str, text: &str) -> Result<Self, ManifestError> {
         let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ManifestError::Syntax {
-                origin: origin.to_owned(),
-                format: "JSON",
-                message: e.to_string(),
-            })?;
-        let invalid = |field: &str, message: String| ManifestError::Invalid {
-            origin: origin.to_owned(),
-            field: field.to_owned(),
-            message,
-        };
-        let conf = match value.get("type").and_then(|t| t.as_str()) {
-            Some("sriov") => NetConf::Sriov(from_json_strict(origin, text)?),
-            Some("macvlan") => NetConf::Macvlan(from_json_strict(origin, text)?),
-            Some(other) => {
-                return Err(invalid(
-                    "type",
-                    format!("{other:?}: no typed config for this plugin"),
-                ));
+            serde_json::from_str(text).map_err(|e| syntax(origin, e.to_string()))?;
+        match value.get("type").and_then(|t| t.as_str()) {
+            Some(CNI_BINARY) => Ok(NetConf::Sriov(Box::new(SriovNetConf::parse(
+                origin, value,
+            )?))),
+            Some("macvlan") => {
+                let conf: MacvlanNetConf = from_json_strict(origin, text)?;
+                if let Some(ipam) = &conf.ipam {
+                    ipam.validate(origin)?;
+                }
+                Ok(NetConf::Macvlan(conf))
             }
-            None => return Err(invalid("type", "missing".into())),
-        };
-        conf.validate(origin)?;
-        Ok(conf)
-    }
-
-    /// The plugin binary the runtime execs (`type`).
-    pub fn plugin_type(&self) -> &str {
-        match self {
-            NetConf::Sriov(c) => &c.plugin_type,
-            NetConf::Macvlan(c) => &c.plugin_type,
+            Some(other) => Err(invalid(
+                origin,
+                "type",
+                format!("{other:?}: no typed config for this plugin"),
+            )),
+            None => Err(invalid(origin, "type", "missing".into())),
         }
     }
 
@@ -64,145 +98,95 @@ impl NetConf {
             NetConf::Macvlan(c) => c.ipam.as_ref(),
         }
     }
+}
 
-    fn validate(&self, origin: &str) -> Result<(), ManifestError> {
-        let invalid = |field: &str, message: String| ManifestError::Invalid {
-            origin: origin.to_owned(),
-            field: field.to_owned(),
-            message,
+impl SriovNetConf {
+    fn parse(origin: &str, value: serde_json::Value) -> Result<Self, ManifestError> {
+        let Some(top) = value.as_object() else {
+            return Err(invalid(origin, "", "not a JSON object".into()));
         };
-        if let NetConf::Sriov(c) = self {
-            if !SRIOV_CNI_VERSIONS.contains(&c.cni_version.as_str()) {
-                return Err(invalid(
-                    "cniVersion",
-                    format!("{:?} is not one of {SRIOV_CNI_VERSIONS:?}", c.cni_version),
-                ));
-            }
-            if c.vlan.is_some_and(|v| v > 4094) {
-                return Err(invalid("vlan", format!("{:?} is not in 0-4094", c.vlan)));
-            }
-            if c.vlan_qos.is_some_and(|q| q > 7) {
-                return Err(invalid(
-                    "vlanQoS",
-                    format!("{:?} is not in 0-7", c.vlan_qos),
-                ));
-            }
-            if (c.vlan_qos.is_some() || c.vlan_proto.is_some()) && c.vlan.unwrap_or(0) == 0 {
-                return Err(invalid(
-                    "vlanQoS",
-                    "vlanQoS/vlanProto need a non-zero vlan".into(),
-                ));
-            }
-            if let (Some(min), Some(max)) = (c.min_tx_rate, c.max_tx_rate)
-                && max != 0
-                && min > max
-            {
-                return Err(invalid(
-                    "min_tx_rate",
-                    format!("{min} is above max_tx_rate {max}"),
-                ));
-            }
-            if c.device_id.is_some() || c.pci_bus_id.is_some() {
-                // The device comes from the pool at pod creation; a fixed one in a NAD
-                // would hand the same VF to every pod.
-                return Err(invalid(
-                    "deviceID",
-                    "must not be set in a NAD: multus injects it".into(),
-                ));
-            }
+        let unknown: Vec<String> = top
+            .keys()
+            .filter(|k| !SRIOV_NAD_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ManifestError::UnknownFields {
+                origin: origin.to_owned(),
+                fields: unknown,
+            });
         }
-        if let Some(Ipam::HostLocal(h)) = self.ipam() {
-            h.validate()
-                .map_err(|(field, message)| invalid(&format!("ipam.{field}"), message))?;
+        if let Some(key) = DEVICE_KEYS.iter().find(|k| top.contains_key(**k)) {
+            return Err(invalid(
+                origin,
+                key,
+                "must not be set in a NAD: multus injects the pod's VF".into(),
+            ));
         }
-        Ok(())
+        let mut add = top.clone();
+        add.insert("deviceID".into(), INJECTED_DEVICE.into());
+        let raw = serde_json::to_vec(&add).map_err(|e| syntax(origin, e.to_string()))?;
+        let mut conf =
+            sriov_cni::config::NetConf::parse(&raw, true).map_err(|e| plugin_error(origin, e))?;
+        let ipam = match top.get("ipam") {
+            Some(v) => {
+                let ipam: Ipam =
+                    deserialize_strict(origin, v.clone()).map_err(|e| under_ipam(origin, e))?;
+                ipam.validate(origin)?;
+                Some(ipam)
+            }
+            None => None,
+        };
+        conf.device_id = None;
+        conf.raw = value;
+        Ok(SriovNetConf { conf, ipam })
     }
 }
 
-/// `on` / `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnOff {
-    /// on
-    On,
-    /// off
-    Off,
+/// The plugin's error, as one of ours naming the same field.
+fn plugin_error(origin: &str, e: sriov_cni::Error) -> ManifestError {
+    match e {
+        sriov_cni::Error::Config(c) => {
+            invalid(origin, &c.field, format!("{}: {}", c.value, c.reason))
+        }
+        sriov_cni::Error::IncompatibleVersion { requested, reason } => {
+            invalid(origin, "cniVersion", format!("{requested:?}: {reason}"))
+        }
+        sriov_cni::Error::Decode(message) => syntax(origin, message),
+        other => invalid(origin, "", other.to_string()),
+    }
 }
 
-/// VF `link_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkState {
-    /// Follow the PF.
-    Auto,
-    /// Always up.
-    Enable,
-    /// Always down.
-    Disable,
+/// Field paths of an error in the IPAM section, from the config's top.
+fn under_ipam(origin: &str, e: ManifestError) -> ManifestError {
+    let prefix = |f: String| format!("ipam.{f}").trim_end_matches('.').to_owned();
+    match e {
+        ManifestError::Invalid { field, message, .. } => invalid(origin, &prefix(field), message),
+        ManifestError::UnknownFields { fields, .. } => ManifestError::UnknownFields {
+            origin: origin.to_owned(),
+            fields: fields.into_iter().map(prefix).collect(),
+        },
+        other => other,
+    }
 }
 
-/// VLAN protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum VlanProto {
-    /// 802.1Q.
-    #[serde(rename = "802.1q", alias = "802.1Q")]
-    Dot1q,
-    /// 802.1ad (QinQ).
-    #[serde(rename = "802.1ad", alias = "802.1AD")]
-    Dot1ad,
+fn invalid(origin: &str, field: &str, message: String) -> ManifestError {
+    ManifestError::Invalid {
+        origin: origin.to_owned(),
+        field: field.to_owned(),
+        message,
+    }
 }
 
-/// The `sriov` plugin's network config (upstream sriov-cni's fields, issue 6).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SriovNetConf {
-    /// CNI spec version.
-    #[serde(rename = "cniVersion")]
-    pub cni_version: String,
-    /// Network name.
-    pub name: String,
-    /// `sriov`.
-    #[serde(rename = "type")]
-    pub plugin_type: String,
-    /// VF PCI address (injected by multus; never in a NAD).
-    #[serde(rename = "deviceID")]
-    pub device_id: Option<String>,
-    /// Alias of deviceID.
-    #[serde(rename = "pciBusID")]
-    pub pci_bus_id: Option<String>,
-    /// VLAN id, 0-4094.
-    pub vlan: Option<u32>,
-    /// VLAN QoS, 0-7.
-    #[serde(rename = "vlanQoS")]
-    pub vlan_qos: Option<u32>,
-    /// VLAN protocol.
-    #[serde(rename = "vlanProto")]
-    pub vlan_proto: Option<VlanProto>,
-    /// VF MAC.
-    pub mac: Option<String>,
-    /// Spoof check.
-    pub spoofchk: Option<OnOff>,
-    /// Trusted VF.
-    pub trust: Option<OnOff>,
-    /// VF link state.
-    pub link_state: Option<LinkState>,
-    /// Minimum TX rate, Mbps.
-    pub min_tx_rate: Option<u32>,
-    /// Maximum TX rate, Mbps.
-    pub max_tx_rate: Option<u32>,
-    /// MTU of the pod interface.
-    pub mtu: Option<u32>,
-    /// Log level.
-    #[serde(rename = "logLevel")]
-    pub log_level: Option<String>,
-    /// Log file.
-    #[serde(rename = "logFile")]
-    pub log_file: Option<String>,
-    /// IPAM.
-    pub ipam: Option<Ipam>,
+fn syntax(origin: &str, message: String) -> ManifestError {
+    ManifestError::Syntax {
+        origin: origin.to_owned(),
+        format: "JSON",
+        message,
+    }
 }
 
-/// The macvlan plugin's network config.
+/// The macvlan plugin's network config (the keys our NADs use).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MacvlanNetConf {
@@ -218,8 +202,6 @@ pub struct MacvlanNetConf {
     pub master: String,
     /// `bridge`, `private`, `vepa`, `passthru`.
     pub mode: Option<String>,
-    /// MTU.
-    pub mtu: Option<u32>,
     /// IPAM.
     pub ipam: Option<Ipam>,
 }
@@ -231,15 +213,17 @@ pub enum Ipam {
     /// Per-node ranges from files under /var/lib/cni/networks.
     #[serde(rename = "host-local")]
     HostLocal(HostLocalIpam),
-    /// DHCP through the dhcp daemon.
-    #[serde(rename = "dhcp")]
-    Dhcp(DhcpIpam),
 }
 
-/// The dhcp IPAM plugin takes no options here.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DhcpIpam {}
+impl Ipam {
+    fn validate(&self, origin: &str) -> Result<(), ManifestError> {
+        match self {
+            Ipam::HostLocal(h) => h
+                .validate()
+                .map_err(|(field, message)| invalid(origin, &format!("ipam.{field}"), message)),
+        }
+    }
+}
 
 /// host-local IPAM (one IPv4 range).
 #[derive(Debug, Clone, Deserialize)]
@@ -255,8 +239,6 @@ pub struct HostLocalIpam {
     pub gateway: Option<Ipv4Addr>,
     /// Routes to add in the pod.
     pub routes: Option<Vec<Route>>,
-    /// Lease directory (default /var/lib/cni/networks).
-    pub data_dir: Option<String>,
 }
 
 /// A route.
@@ -265,12 +247,10 @@ pub struct HostLocalIpam {
 pub struct Route {
     /// Destination CIDR.
     pub dst: String,
-    /// Next hop.
-    pub gw: Option<Ipv4Addr>,
 }
 
-/// Parses `a.b.c.d/n` into the network address and prefix length.
-pub fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
+/// `a.b.c.d/n` as the network address and prefix length.
+fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
     let (addr, len) = text.split_once('/')?;
     let addr: Ipv4Addr = addr.parse().ok()?;
     let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
@@ -285,7 +265,7 @@ fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
 impl HostLocalIpam {
     /// The subnet, range and gateway are consistent: range and gateway inside the
     /// subnet, start <= end, gateway outside the range. Returns the bad field.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), (String, String)> {
         let (net, len) = parse_cidr(&self.subnet).ok_or_else(|| {
             (
                 "subnet".to_owned(),
@@ -325,7 +305,8 @@ impl HostLocalIpam {
     }
 }
 
-/// One element of the `k8s.v1.cni.cncf.io/networks` annotation.
+/// One element of the `k8s.v1.cni.cncf.io/networks` annotation (the keys our pods and
+/// the e2e multus stand-in use).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSelection {
@@ -335,10 +316,6 @@ pub struct NetworkSelection {
     pub namespace: Option<String>,
     /// Interface name in the pod (default net1, net2, ...).
     pub interface: Option<String>,
-    /// Requested MAC.
-    pub mac: Option<String>,
-    /// Requested IPs.
-    pub ips: Option<Vec<String>>,
 }
 
 /// Parses the networks annotation: a JSON list of selections, or multus' short form
@@ -364,18 +341,16 @@ pub fn parse_networks_annotation(
                 None => (None, ns_name),
             };
             if name.is_empty() || interface.as_deref() == Some("") {
-                return Err(ManifestError::Invalid {
-                    origin: origin.to_owned(),
-                    field: "k8s.v1.cni.cncf.io/networks".into(),
-                    message: format!("{item:?} is not [namespace/]name[@interface]"),
-                });
+                return Err(invalid(
+                    origin,
+                    crate::NETWORKS_ANNOTATION,
+                    format!("{item:?} is not [namespace/]name[@interface]"),
+                ));
             }
             Ok(NetworkSelection {
                 name: name.to_owned(),
                 namespace,
                 interface,
-                mac: None,
-                ips: None,
             })
         })
         .collect()

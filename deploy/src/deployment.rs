@@ -6,10 +6,9 @@ use std::path::Path;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
 
-use crate::{
-    DEFAULT_CONFIG_FILE, DevicePluginConfig, ManifestError, NetworkAttachmentDefinition, Object,
-    load_dir,
-};
+use device_plugin::config::Config;
+
+use crate::{DEFAULT_CONFIG_FILE, ManifestError, NetworkAttachmentDefinition, Object, load_dir};
 
 /// The program of the daemon containers in the image.
 pub const DAEMON_COMMAND: &str = "/usr/bin/device-plugin";
@@ -121,8 +120,8 @@ impl Deployment {
         self.configmap.data.as_ref().unwrap_or(&EMPTY)
     }
 
-    /// The ConfigMap key `key`, parsed.
-    pub fn config(&self, key: &str) -> Result<DevicePluginConfig, ManifestError> {
+    /// The ConfigMap key `key`, parsed by the daemon's parser ([`device_plugin_config`]).
+    pub fn config(&self, key: &str) -> Result<Config, ManifestError> {
         let origin = format!("ConfigMap key {key}");
         let text = self
             .config_files()
@@ -132,7 +131,7 @@ impl Deployment {
                 field: key.to_owned(),
                 message: "no such key".into(),
             })?;
-        DevicePluginConfig::parse(&origin, text)
+        device_plugin_config(&origin, text)
     }
 
     /// The NAD named `name`.
@@ -145,5 +144,21 @@ impl Deployment {
         self.pods
             .iter()
             .find(|p| p.metadata.name.as_deref() == Some(name))
+    }
+}
+
+/// Parses a device-plugin config with the daemon's own parser
+/// ([`device_plugin::config::Config::parse`], `origin` standing for the file name), and
+/// refuses any key the daemon would ignore with a warning: a deployed config must mean
+/// everything it says.
+pub fn device_plugin_config(origin: &str, text: &str) -> Result<Config, ManifestError> {
+    let config = Config::parse(Path::new(origin), text)?;
+    if config.warnings.is_empty() {
+        Ok(config)
+    } else {
+        Err(ManifestError::IgnoredKeys {
+            origin: origin.to_owned(),
+            warnings: config.warnings,
+        })
     }
 }

@@ -44,6 +44,19 @@ pub enum ManifestError {
         /// Dotted paths of the unknown fields.
         fields: Vec<String>,
     },
+    /// A device-plugin config the daemon's own parser refuses (it names the file, here
+    /// the ConfigMap key, and the JSON path).
+    #[error(transparent)]
+    DevicePluginConfig(#[from] device_plugin::config::ConfigError),
+    /// Keys of a device-plugin config that the daemon would ignore (it logs a warning
+    /// and runs without them): a typo, or a key of another format or mode.
+    #[error("{origin}: keys the daemon would ignore: {}", warnings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    IgnoredKeys {
+        /// Where.
+        origin: String,
+        /// The daemon's warnings, each naming the key's JSON path.
+        warnings: Vec<device_plugin::config::ConfigWarning>,
+    },
     /// An `apiVersion`/`kind` this crate has no type for.
     #[error("{origin}: unsupported object {api_version}/{kind}")]
     UnsupportedKind {

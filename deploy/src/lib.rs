@@ -17,28 +17,26 @@
 //! our [`NetworkAttachmentDefinition`]. k8s-openapi skips unknown fields, as the API
 //! server does, so a typo such as `hostNetwrok` would deploy and silently do nothing;
 //! [`deserialize_strict`] tracks every skipped field with `serde_ignored` and rejects the
-//! document, naming the field's path. The JSON configs inside the ConfigMap and the NADs
-//! are parsed into typed configs ([`DevicePluginConfig`], [`NetConf`]) that deny
-//! unknown keys as well. [`Deployment`] holds the objects of a directory by kind and
-//! answers which containers run the daemon and which ConfigMap key each one reads.
+//! document, naming the field's path. The JSON configs inside them are read by the
+//! parsers of the programs that read them in production, so the manifests are held to
+//! one model of each contract: the ConfigMap's files by the daemon's
+//! [`device_plugin::config::Config::parse`] ([`device_plugin_config`], which also
+//! refuses any key the daemon would ignore), `type: sriov` NAD configs by the plugin's
+//! [`sriov_cni::config::NetConf::parse`] ([`NetConf`], which also refuses keys the plugin
+//! would skip). [`Deployment`] holds the objects of a directory by kind and answers which
+//! containers run the daemon and which ConfigMap key each one reads.
 
 mod cni;
 mod deployment;
-mod dpconfig;
 mod error;
 mod manifest;
 mod strict;
 
 pub use cni::{
-    DhcpIpam, HostLocalIpam, Ipam, LinkState, MacvlanNetConf, NetConf, NetworkSelection, OnOff,
-    Route, SRIOV_CNI_VERSIONS, SriovNetConf, VlanProto, parse_cidr, parse_networks_annotation,
+    HostLocalIpam, Ipam, MacvlanNetConf, NetConf, NetworkSelection, Route, SRIOV_NAD_KEYS,
+    SriovNetConf, parse_networks_annotation,
 };
-pub use deployment::{DAEMON_COMMAND, Deployment};
-pub use dpconfig::{
-    ConfigFormat, DevicePluginConfig, DeviceType, OneOrMany, RDMA_SHARED_DEFAULT_PREFIX,
-    RdmaSharedConfig, RdmaSharedResource, RdmaSharedSelectors, RdmaSriovConfig, RdmaSriovMode,
-    ResourceName, SRIOVDP_DEFAULT_PREFIX, SriovDpConfig, SriovDpPool, SriovDpSelectors,
-};
+pub use deployment::{DAEMON_COMMAND, Deployment, device_plugin_config};
 pub use error::ManifestError;
 pub use manifest::{
     Document, NETWORKS_ANNOTATION, NadSpec, NetworkAttachmentDefinition, Object,
@@ -46,8 +44,12 @@ pub use manifest::{
 };
 pub use strict::{deserialize_strict, from_json_strict};
 
+/// The daemon's crate, whose config types [`Deployment::config`] returns.
+pub use device_plugin;
 /// The Kubernetes API types the manifests are read into (1.33).
 pub use k8s_openapi;
+/// The CNI plugin's crate, whose config type [`SriovNetConf`] holds.
+pub use sriov_cni;
 
 /// The daemon's default `--device-plugin-path` (kubelet's device-plugin directory).
 pub const DEFAULT_DEVICE_PLUGIN_PATH: &str = "/var/lib/kubelet/device-plugins/";

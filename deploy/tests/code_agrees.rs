@@ -48,10 +48,11 @@ fn defaults_are_the_daemons() {
 }
 
 #[test]
-fn the_daemon_reads_every_configmap_key_as_we_do() {
-    let data = configmap_data();
+fn the_daemon_reads_every_configmap_key_without_warnings() {
+    let d = deployment();
+    let data = d.config_files();
     assert_eq!(data.len(), 4);
-    for (key, text) in &data {
+    for (key, text) in data {
         let theirs = Config::parse(Path::new(key), text).unwrap_or_else(|e| panic!("{key}: {e}"));
         assert!(
             theirs.warnings.is_empty(),
@@ -62,10 +63,11 @@ fn the_daemon_reads_every_configmap_key_as_we_do() {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
         );
-        let ours = DevicePluginConfig::parse(key, text).unwrap();
-        let theirs: Vec<String> = theirs.resources.iter().map(|r| r.full_name()).collect();
-        let ours: Vec<String> = ours.resources().iter().map(ToString::to_string).collect();
-        assert_eq!(theirs, ours, "{key}");
+        assert!(!theirs.resources.is_empty(), "{key}");
+        // The manifests' reader is the daemon's parser, file name aside.
+        let ours = d.config(key).unwrap();
+        assert_eq!(ours.resources, theirs.resources, "{key}");
+        assert_eq!(ours.format, theirs.format, "{key}");
     }
 }
 
@@ -169,10 +171,44 @@ fn the_sriov_plugin_accepts_the_nads_configs_with_an_injected_device() {
             .unwrap_or_else(|e| panic!("{}: {e}", nad.name()));
         assert_eq!(parsed.name, nad.name());
         assert_eq!(parsed.plugin_type, CNI_BINARY);
+        // The manifests' reader holds the plugin's own parse, less the injected device.
         let ours = NetConf::parse(nad.name(), &nad.spec.config).unwrap();
         let NetConf::Sriov(ours) = ours else { panic!() };
-        assert_eq!(parsed.vlan.map(u32::from), ours.vlan, "{}", nad.name());
+        let expected = sriov_cni::config::NetConf {
+            device_id: None,
+            raw: serde_json::from_str(&nad.spec.config).unwrap(),
+            ..parsed
+        };
+        assert_eq!(ours.conf, expected, "{}", nad.name());
         checked += 1;
     }
     assert_eq!(checked, 2);
+}
+
+#[test]
+fn the_sriov_plugin_reads_every_key_a_nad_may_carry() {
+    // Each key of SRIOV_NAD_KEYS is one the plugin's parser reads: a value of the wrong
+    // type there makes it fail naming that key. (Keys outside the list are typos the
+    // manifests' reader refuses; the plugin would skip them.)
+    for key in SRIOV_NAD_KEYS {
+        let mut conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "n",
+            "type": CNI_BINARY,
+        });
+        conf[key] = serde_json::json!(["wrong type"]);
+        let raw = serde_json::to_vec(&conf).unwrap();
+        // No device needed, so that deviceID does not hide its alias pciBusID.
+        match sriov_cni::config::NetConf::parse(&raw, false) {
+            Err(sriov_cni::Error::Config(e)) => assert_eq!(e.field, key),
+            other => panic!("{key}: expected a config error, got {other:?}"),
+        }
+    }
+    let typo = r#"{"cniVersion":"1.0.0","name":"n","type":"sriov","deviceID":"0000:3b:00.2","spoofChk":"on"}"#;
+    assert!(sriov_cni::config::NetConf::parse(typo.as_bytes(), true).is_ok());
+    let ours = r#"{"cniVersion":"1.0.0","name":"n","type":"sriov","spoofChk":"on"}"#;
+    assert!(matches!(
+        NetConf::parse("t", ours),
+        Err(ManifestError::UnknownFields { fields, .. }) if fields == ["spoofChk"]
+    ));
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use deploy_manifests::*;
+use device_plugin::config::{Config, ConfigError, ConfigFormat, DeviceType, ResourceKind};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Container;
 
@@ -15,7 +16,7 @@ fn deployed() -> Deployment {
 }
 
 /// Every ConfigMap key, parsed.
-fn configs(d: &Deployment) -> BTreeMap<String, DevicePluginConfig> {
+fn configs(d: &Deployment) -> BTreeMap<String, Config> {
     d.config_files()
         .keys()
         .map(|k| (k.clone(), d.config(k).unwrap_or_else(|e| panic!("{e}"))))
@@ -28,7 +29,7 @@ fn daemons(d: &Deployment) -> Vec<&Container> {
 
 /// The config a daemon container reads: the ConfigMap key its --config-file (default
 /// /etc/pcidp/config.json) lands on, through the ConfigMap mounted at /etc/pcidp.
-fn config_of(d: &Deployment, c: &Container) -> (String, DevicePluginConfig) {
+fn config_of(d: &Deployment, c: &Container) -> (String, Config) {
     let key = d.config_key(c).unwrap_or_else(|e| panic!("{e}"));
     let cfg = d.config(&key).unwrap_or_else(|e| panic!("{}: {e}", c.name));
     (key, cfg)
@@ -39,9 +40,9 @@ fn config_of(d: &Deployment, c: &Container) -> (String, DevicePluginConfig) {
 fn served_by(d: &Deployment) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for c in daemons(d) {
-        for r in config_of(d, c).1.resources() {
-            let prev = out.insert(r.to_string(), c.name.clone());
-            assert_eq!(prev, None, "{r} served by two containers");
+        for r in config_of(d, c).1.resources {
+            let prev = out.insert(r.full_name(), c.name.clone());
+            assert_eq!(prev, None, "{} served by two containers", r.full_name());
         }
     }
     out
@@ -171,9 +172,7 @@ fn unknown_fields_in_our_own_types_and_embedded_json_are_rejected() {
 
     let dp =
         r#"{"resourceList":[{"resourceName":"a","selectors":{"vendors":["15b3"],"isRDMA":true}}]}"#;
-    let err = DevicePluginConfig::parse("cfg", dp)
-        .unwrap_err()
-        .to_string();
+    let err = device_plugin_config("cfg", dp).unwrap_err().to_string();
     assert!(err.contains("isRDMA"), "{err}");
 }
 
@@ -200,25 +199,13 @@ fn wrong_kinds_and_types_are_rejected_with_the_field() {
 fn configmap_has_a_commented_example_of_each_format() {
     let d = deployed();
     let cfgs = configs(&d);
-    let formats: BTreeSet<_> = cfgs.values().map(DevicePluginConfig::format).collect();
+    // The three formats, and k8s-rdma-sriov-dev-plugin's in both its modes.
+    let formats: BTreeSet<String> = cfgs.values().map(|c| format!("{:?}", c.format)).collect();
     assert_eq!(
         formats,
-        BTreeSet::from([
-            ConfigFormat::SriovDp,
-            ConfigFormat::RdmaShared,
-            ConfigFormat::RdmaSriov
-        ])
-    );
-    let modes: BTreeSet<_> = cfgs
-        .values()
-        .filter_map(|c| match c {
-            DevicePluginConfig::RdmaSriov(m) => Some(format!("{:?}", m.mode)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        modes,
-        BTreeSet::from(["Hca".to_owned(), "Sriov".to_owned()])
+        BTreeSet::from(
+            ["SriovDp", "RdmaShared", "RdmaSriovHca", "RdmaSriovSriov"].map(str::to_owned)
+        )
     );
     // Each key is preceded by a YAML comment explaining it.
     let text = std::fs::read_to_string(deploy_dir().join("configmap.yaml")).unwrap();
@@ -236,9 +223,9 @@ fn configmap_has_a_commented_example_of_each_format() {
     // The shared format's default prefix gives the seed notes' rdma/hca.
     let shared = cfgs
         .values()
-        .find(|c| c.format() == ConfigFormat::RdmaShared)
+        .find(|c| c.format == ConfigFormat::RdmaShared)
         .unwrap();
-    assert_eq!(shared.resources()[0].to_string(), "rdma/hca");
+    assert_eq!(shared.resources[0].full_name(), "rdma/hca");
 }
 
 #[test]
@@ -273,7 +260,7 @@ fn daemonset_host_paths_match_the_daemon_defaults() {
             .unwrap()
             .to_str()
             .unwrap();
-        if cfg.format() == ConfigFormat::SriovDp {
+        if cfg.format == ConfigFormat::SriovDp {
             // VF pools write device-info files, and sweep them by asking pod-resources.
             paths.extend([devinfo, pod_resources]);
             assert_eq!(
@@ -375,7 +362,7 @@ fn liveness_probes_check_exactly_the_sockets_each_container_serves() {
         // The daemon's socket name for a resource: <prefix>_<name>.sock.
         let expected: BTreeSet<String> = config_of(&d, c)
             .1
-            .resources()
+            .resources
             .iter()
             .map(|r| format!("{}_{}.sock", r.prefix, r.name))
             .collect();
@@ -480,19 +467,12 @@ fn nad_resource_names_are_pools_the_daemon_serves() {
     let d = deployed();
     let served = served(&d);
     // Every VF pool of every daemon container's config, by full name.
-    let pools: BTreeMap<String, SriovDpPool> = daemons(&d)
+    let pools: BTreeMap<String, DeviceType> = daemons(&d)
         .into_iter()
-        .filter_map(|c| match config_of(&d, c).1 {
-            DevicePluginConfig::SriovDp(dp) => Some(dp.resource_list),
-            _ => None,
-        })
-        .flatten()
-        .map(|p| {
-            let prefix = p
-                .resource_prefix
-                .as_deref()
-                .unwrap_or(SRIOVDP_DEFAULT_PREFIX);
-            (format!("{prefix}/{}", p.resource_name), p)
+        .flat_map(|c| config_of(&d, c).1.resources)
+        .filter_map(|r| match r.kind {
+            ResourceKind::VfPool { device_type, .. } => Some((r.full_name(), device_type)),
+            ResourceKind::SharedHca { .. } => None,
         })
         .collect();
     let mut with_resource = 0;
@@ -501,18 +481,18 @@ fn nad_resource_names_are_pools_the_daemon_serves() {
         match (&conf, nad.resource_name()) {
             (NetConf::Sriov(c), Some(res)) => {
                 with_resource += 1;
-                assert_eq!(c.plugin_type, CNI_BINARY);
-                assert_eq!(c.name, nad.name(), "network name = NAD name");
+                assert_eq!(c.conf.plugin_type, CNI_BINARY);
+                assert_eq!(c.conf.name, nad.name(), "network name = NAD name");
                 assert!(
                     served.contains(res),
                     "{}: {res} not in {served:?}",
                     nad.name()
                 );
                 // A VF pool, and one whose VFs have netdevs: the CNI moves a netdev.
-                let pool = pools
+                let device_type = pools
                     .get(res)
                     .unwrap_or_else(|| panic!("{res} is not a VF pool"));
-                assert_ne!(pool.device_type, Some(DeviceType::Accelerator), "{res}");
+                assert_eq!(*device_type, DeviceType::NetDevice, "{res}");
             }
             (NetConf::Sriov(_), None) => panic!("{}: sriov NAD without resourceName", nad.name()),
             (NetConf::Macvlan(_), res) => assert_eq!(res, None),
@@ -520,7 +500,15 @@ fn nad_resource_names_are_pools_the_daemon_serves() {
     }
     assert_eq!(with_resource, 2);
     // The prefix defaulting is real: the pool in the NADs has none in config.json.
-    assert!(pools["intel.com/mlnx_sriov_rdma"].resource_prefix.is_none());
+    assert!(pools.contains_key("intel.com/mlnx_sriov_rdma"));
+    let text: serde_json::Value = serde_json::from_str(&d.config_files()["config.json"]).unwrap();
+    let pool = text["resourceList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["resourceName"] == "mlnx_sriov_rdma")
+        .unwrap();
+    assert!(pool.get("resourcePrefix").is_none(), "{pool}");
 }
 
 #[test]
@@ -534,16 +522,16 @@ fn nads_cover_plain_vlan_and_the_seed_macvlan() {
     let NetConf::Sriov(plain) = &parsed["sriov-net"] else {
         panic!()
     };
-    assert_eq!(plain.vlan, None);
+    assert_eq!(plain.conf.vlan, None);
     let NetConf::Sriov(vlan) = &parsed["sriov-vlan100"] else {
         panic!()
     };
-    assert_eq!(vlan.vlan, Some(100));
+    assert_eq!(vlan.conf.vlan, Some(100));
     for c in [plain, vlan] {
         assert!(
             matches!(c.ipam, Some(Ipam::HostLocal(_))),
             "{} host-local",
-            c.name
+            c.conf.name
         );
     }
     let NetConf::Macvlan(mv) = &parsed["macvlan-conf"] else {
@@ -666,12 +654,12 @@ fn pods_ask_for_served_resources_and_existing_networks() {
 
 #[test]
 fn device_plugin_config_rules() {
-    let p = |t: &str| DevicePluginConfig::parse("t", t);
+    let p = |t: &str| device_plugin_config("t", t);
     let names = |t: &str| {
         p(t).unwrap()
-            .resources()
+            .resources
             .iter()
-            .map(ToString::to_string)
+            .map(|r| r.full_name())
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -681,7 +669,7 @@ fn device_plugin_config_rules() {
         ["intel.com/a", "x.io/b"]
     );
     assert_eq!(
-        names(r#"{"configList":[{"resourceName":"hca","rdmaHcaMax":5}]}"#),
+        names(r#"{"configList":[{"resourceName":"hca","rdmaHcaMax":5,"devices":["p0"]}]}"#),
         ["rdma/hca"]
     );
     assert_eq!(names(r#"{"mode":"hca"}"#), ["rdma/hca"]);
@@ -695,6 +683,7 @@ fn device_plugin_config_rules() {
         ),
         ["intel.com/a"]
     );
+    // The daemon refuses these, naming the JSON path.
     for (bad, field) in [
         (
             r#"{"resourceList":[{"resourceName":"a/b"}]}"#,
@@ -710,30 +699,57 @@ fn device_plugin_config_rules() {
         ),
         (
             r#"{"resourceList":[{"resourceName":"a","selectors":{"vendors":["mlx"]}}]}"#,
-            "resourceList[0].selectors[0].vendors",
+            "resourceList[0].selectors.vendors[0]",
         ),
         (
-            r#"{"resourceList":[{"resourceName":"a","selectors":{"linkTypes":["eth"]}}]}"#,
-            "resourceList[0].selectors[0].linkTypes",
+            r#"{"resourceList":[{"resourceName":"a","selectors":[{"linkTypes":["token-ring"]}]}]}"#,
+            "resourceList[0].selectors[0].linkTypes[0]",
         ),
         (
-            r#"{"configList":[{"resourceName":"h","rdmaHcaMax":0}]}"#,
+            r#"{"configList":[{"resourceName":"h","rdmaHcaMax":0,"devices":["p0"]}]}"#,
             "configList[0].rdmaHcaMax",
         ),
         (r#"{"mode":"sriov"}"#, "pfNetdevices"),
-        (r#"{"mode":"hca","pfNetdevices":["p0"]}"#, "pfNetdevices"),
-        (r#"{"resourceList":[],"mode":"hca"}"#, ""),
-        (r#"{"foo":1}"#, ""),
+        (r#"{"mode":"vf"}"#, "mode"),
     ] {
         match p(bad) {
-            Err(ManifestError::Invalid { field: f, .. }) => assert_eq!(f, field, "{bad}"),
+            Err(ManifestError::DevicePluginConfig(
+                ConfigError::Invalid { path, .. } | ConfigError::Duplicate { path, .. },
+            )) => assert_eq!(path, field, "{bad}"),
             other => panic!("{bad}: expected Invalid, got {other:?}"),
         }
     }
-    assert!(
-        matches!(p(r#"{"mode":"vf"}"#), Err(ManifestError::Invalid { field, .. }) if field == "mode")
-    );
-    assert!(matches!(p("{"), Err(ManifestError::Syntax { .. })));
+    // The daemon would run these, ignoring a key with a warning; a deployed config must
+    // have none (a second format's key, a key of the other mode, a typo).
+    for (ignored, key) in [
+        (r#"{"resourceList":[],"mode":"hca"}"#, "mode"),
+        (r#"{"mode":"hca","pfNetdevices":["p0"]}"#, "pfNetdevices"),
+        (
+            r#"{"resourceList":[{"resourceName":"a","selectors":{"isRDMA":true}}]}"#,
+            "resourceList[0].selectors.isRDMA",
+        ),
+    ] {
+        match p(ignored) {
+            Err(ManifestError::IgnoredKeys { origin, warnings }) => {
+                assert_eq!(origin, "t");
+                let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+                assert_eq!(paths, [key], "{ignored}");
+            }
+            other => panic!("{ignored}: expected IgnoredKeys, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        p(r#"{"foo":1}"#),
+        Err(ManifestError::DevicePluginConfig(
+            ConfigError::UnknownFormat { .. }
+        ))
+    ));
+    assert!(matches!(
+        p("{"),
+        Err(ManifestError::DevicePluginConfig(
+            ConfigError::Syntax { .. }
+        ))
+    ));
 }
 
 #[test]

@@ -89,9 +89,9 @@ async fn a_configmap_edit_reaches_the_running_daemon() {
     let before: Vec<String> = deployed
         .config(&key)
         .unwrap()
-        .resources()
+        .resources
         .iter()
-        .map(ToString::to_string)
+        .map(|r| r.full_name())
         .collect();
     let names: Vec<&str> = before.iter().map(String::as_str).collect();
     kubelet
