@@ -22,6 +22,11 @@ if [ "$(id -u)" != 0 ]; then
     echo "demo.sh: run as root (the pod's network is real: network namespaces, veths)" >&2
     exit 1
 fi
+if [ -e /etc/pcidp/config.json ]; then
+    # the daemon would read it instead of the embedded default this demo is written for
+    echo "demo.sh: this machine has /etc/pcidp/config.json; the demo shows the embedded default config" >&2
+    exit 1
+fi
 ./scripts/deps.sh test # + iproute2, Debian's CNI plugins (host-local)
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -36,7 +41,7 @@ started=$(date +%s%N)
 work=$(mktemp -d /tmp/rdma-hca-demo.XXXXXX)
 nodens=demo-$$-node # the node's network namespace (where its VF netdevs are)
 podns=demo-$$-pod   # the pod sandbox's network namespace
-daemon= kube_pid=
+daemon= kube_pid= made_ns=()
 cleanup() {
     local rc=$?
     set +e
@@ -44,7 +49,7 @@ cleanup() {
     [ -n "$kube_pid" ] && kill "$kube_pid" 2>/dev/null && wait "$kube_pid" 2>/dev/null
     [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
     # deleting a netns destroys the veths in it (and their peers)
-    for ns in "$podns" "$nodens"; do
+    for ns in "${made_ns[@]}"; do
         [ -e "/run/netns/$ns" ] && ip netns del "$ns"
     done
     rm -rf "$work"
@@ -119,7 +124,7 @@ step "4. [node] the VF netdevs: veths in the node's network namespace $nodens"
 say "This kernel has no SR-IOV: each VF netdev of the simulated tree is a veth (with the"
 say "tree's MAC) in a namespace the demo owns; its peer stays up beside it. The machine's"
 say "own network namespace is not touched."
-ip netns add "$nodens"
+ip netns add "$nodens" && made_ns=("$nodens" "${made_ns[@]}")
 ip -n "$nodens" link set lo up
 for fn in "$work"/host/sys/bus/pci/devices/*/physfn; do
     vfdir=$(dirname "$fn")
@@ -132,7 +137,7 @@ done
 show_links
 node_links_before=$(ip -n "$nodens" -br link show)
 
-step "5. [kubelet] a pod asking for rdma/hca: 1 and one VF is admitted"
+step "5. [kubelet + device plugin] a pod asking for rdma/hca: 1 and one VF is admitted"
 cat > "$work/pod.yaml" <<'EOF'
 apiVersion: v1
 kind: Pod
@@ -166,7 +171,7 @@ for f in "$work"/devinfo/dp/*; do
 done
 
 step "6. [container runtime] the pod's sandbox: network namespace $podns"
-ip netns add "$podns"
+ip netns add "$podns" && made_ns=("$podns" "${made_ns[@]}")
 ip -n "$podns" link set lo up
 sandbox=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') # CNI_CONTAINERID
 say "sandbox (CNI_CONTAINERID) $sandbox"
