@@ -328,7 +328,7 @@ say "asks pod-resources which VFs pods still hold and removes the files of the o
 "$bin/demo-kubelet" wait-removed "$dpinfo" --timeout 10 | indent || fail "$dpinfo still there"
 kube free rdma/vhca
 kube free rdma/hca
-say "a new pod can have VF $vf again:"
+say "a new pod can take all 16 VFs, $vf among them:"
 kube admit default/next-pod app rdma/vhca:16 > "$work/next-pod.txt"
 grep -E '^[0-9]+ x|Allocate' "$work/next-pod.txt" | indent
 grep -q "Allocate.*$vf" "$work/next-pod.txt" || fail "$vf was not allocated again"
