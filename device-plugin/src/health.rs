@@ -51,7 +51,10 @@ pub fn judge(f: &PciFunction, inv: &Inventory, before: Option<&PoolDevice>, held
     let Some(driver) = f.driver.as_deref() else {
         return false;
     };
-    if pf_link_down(f, inv) || inv.netdevs_of(f).any(down) {
+    // A VF's own netdev is normally down while free (real igb VFs): only the PF's link
+    // counts for a VF, as in [`crate::pools`].
+    let own_link_down = f.physfn.is_none() && inv.netdevs_of(f).any(down);
+    if pf_link_down(f, inv) || own_link_down {
         return false;
     }
     if userspace(Some(driver)) {
@@ -176,6 +179,26 @@ mod tests {
         assert_eq!(health(&p, "rdma/vhca", &a), Some(false), "vanished");
         assert_eq!(health(&p, "rdma/vhca", &b), Some(true), "moved into a pod");
         assert_eq!(health(&p, "rdma/vhca", &h.vf_address(1, 2)), Some(true));
+    }
+
+    #[test]
+    fn free_vf_with_its_netdev_down_stays_healthy_across_rescans() {
+        let d = crate::testutil::tempdir();
+        let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
+        let cfg = Config::embedded();
+        let (_, p0) = scan(d.path(), &cfg);
+        let before = served(&p0);
+        let a = h.vf_address(1, 4);
+        h.set_operstate(&h.vf_netdev(1, 4), "down").unwrap();
+        let (inv, mut p) = scan(d.path(), &cfg);
+        refine(&mut p, &inv, &before, |_, _| false);
+        assert_eq!(health(&p, "rdma/vhca", &a), Some(true), "own netdev down");
+        // the PF's link going down still counts
+        h.set_operstate("ens1f1", "down").unwrap();
+        let before = served(&p);
+        let (inv, mut p) = scan(d.path(), &cfg);
+        refine(&mut p, &inv, &before, |_, _| false);
+        assert_eq!(health(&p, "rdma/vhca", &a), Some(false), "PF link down");
     }
 
     #[test]
