@@ -62,6 +62,7 @@ rereg=$(sed -nE 's/.*(median [0-9.]+ ms, worst [0-9.]+ ms).*/\1/p' "$out/reregis
 rereg_large=$(pick '^kubelet restarts \(Large' "$out/idle.txt" '(median [0-9.]+ ms, worst [0-9.]+ ms)')
 idle=$(pick '^idle CPU' "$out/idle.txt" '= ([0-9.]+ % of one core)')
 sr_in=$(pick '^in-process' "$out/sriov.txt" '(ADD p50.*)')
+sr_floor=$(pick '^kernel netns move' "$out/sriov.txt" '(ADD p50.*)')
 sr_bin=$(pick '^binary +n=' "$out/sriov.txt" '(ADD p50.*)')
 sr_ipam=$(pick '^binary\+host-local' "$out/sriov.txt" '(ADD p50.*)')
 rtt=$(pick '^netlink round trips' "$out/sriov.txt" 'netlink round trips: (.*)')
@@ -90,6 +91,7 @@ echo "| re-registration after kubelet restart (100 restarts, cx6dx) | ${rereg:-n
 echo "| re-registration after kubelet restart (20 restarts, 1024 VFs) | ${rereg_large:-n/a} | < 1 s |"
 echo "| daemon idle CPU over 60 s, 1024 VFs | ${idle:-n/a} | no busy polling |"
 echo "| sriov ADD/DEL in process, no IPAM (veth stand-in) | ${sr_in:-n/a} | ADD p50 < 5 ms |"
+echo "| kernel floor: the bare netns move in (ADD) and back (DEL), same veth | ${sr_floor:-n/a} | (kernel RCU waits) |"
 echo "| sriov ADD/DEL, binary, no IPAM | ${sr_bin:-n/a} | |"
 echo "| sriov ADD/DEL, binary + host-local | ${sr_ipam:-n/a} | |"
 echo "| netlink round trips | ${rtt:-n/a} | minimal, no dumps |"

@@ -83,6 +83,39 @@ fn in_process(
     (add, del, rt_add, rt_del)
 }
 
+/// The kernel's floor: the same veth moved into the pod netns and back (two RTM_SETLINK,
+/// as ADD and DEL each do once), nothing else. `__dev_change_net_namespace` waits for RCU
+/// (`synchronize_net`, `rcu_barrier`), which no plugin can avoid.
+fn kernel_move(lab: &Lab, ns: &str, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    use sriov_cni::netlink::{LinkChange, Rtnl};
+    let home = Netns::current().unwrap();
+    let pod = Netns::open(std::path::Path::new(ns)).unwrap();
+    let name = lab.vf_name(0);
+    let mut rt = Rtnl::new().unwrap();
+    let index = rt.link_by_name(&name).unwrap().unwrap().index;
+    let mut rt_pod = pod.run(&home, || Rtnl::new().unwrap()).unwrap();
+    let (mut into, mut back) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let c = LinkChange {
+            index,
+            netns_fd: Some(pod.raw_fd()),
+            ..LinkChange::default()
+        };
+        rt.set_link(&c, &name).unwrap();
+        into.push(t.elapsed());
+        let t = Instant::now();
+        let c = LinkChange {
+            index,
+            netns_fd: Some(home.raw_fd()),
+            ..LinkChange::default()
+        };
+        rt_pod.set_link(&c, &name).unwrap();
+        back.push(t.elapsed());
+    }
+    (into, back)
+}
+
 fn exec(lab: &Lab, ns: &str, conf: &Value, n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let run = |cmd: &str, id: &str| {
         let mut c = std::process::Command::new(BIN);
@@ -154,6 +187,11 @@ fn main() {
         in_process(&lab, &ns, &conf, 5);
         let (mut a, mut d, rt_add, rt_del) = in_process(&lab, &ns, &conf, n);
         report("in-process", &mut a, &mut d);
+        let (mut a, mut d) = kernel_move(&lab, &ns, n);
+        report("kernel netns move", &mut a, &mut d);
+        println!(
+            "(kernel netns move: the bare move in (ADD column) and back (DEL column), the floor under ADD and DEL)"
+        );
         let nsettings = 4; // vlan, mac, spoofchk, trust (netdev MAC/MTU ride on the move)
         println!(
             "netlink round trips: ADD {rt_add}, DEL {rt_del} (kernel, counted); on a real PF add 1 VF-table \
