@@ -41,6 +41,13 @@ fn report(name: &str, add: &mut [Duration], del: &mut [Duration]) {
     );
 }
 
+/// CPU time of the calling thread (user + system): what ADD/DEL cost us, without the time
+/// the thread sleeps while the kernel waits for RCU grace periods.
+fn thread_cpu() -> Duration {
+    use nix::time::{ClockId, clock_gettime};
+    Duration::from(clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap())
+}
+
 fn env(cmd: Command, ns: &str, id: &str) -> Env {
     Env {
         command: cmd,
@@ -52,15 +59,11 @@ fn env(cmd: Command, ns: &str, id: &str) -> Env {
     }
 }
 
-fn in_process(
-    lab: &Lab,
-    ns: &str,
-    conf: &Value,
-    n: usize,
-) -> (Vec<Duration>, Vec<Duration>, u64, u64) {
+fn in_process(lab: &Lab, ns: &str, conf: &Value, n: usize) -> InProcess {
     let conf = NetConf::parse(conf.to_string().as_bytes(), true).unwrap();
     let mut fake = FileFake::new(lab.fake_path());
     let (mut add, mut del) = (Vec::new(), Vec::new());
+    let (mut add_cpu, mut del_cpu) = (Vec::new(), Vec::new());
     let (mut rt_add, mut rt_del) = (0, 0);
     for i in 0..n {
         let mut plugin = Plugin {
@@ -70,17 +73,36 @@ fn in_process(
         };
         let id = format!("b{i}");
         let r0 = round_trips();
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu());
         plugin.run(&env(Command::Add, ns, &id), &conf).unwrap();
         add.push(t.elapsed());
+        add_cpu.push(thread_cpu() - c);
         let r1 = round_trips();
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu());
         plugin.run(&env(Command::Del, ns, &id), &conf).unwrap();
         del.push(t.elapsed());
+        del_cpu.push(thread_cpu() - c);
         rt_add = r1 - r0;
         rt_del = round_trips() - r1;
     }
-    (add, del, rt_add, rt_del)
+    InProcess {
+        add,
+        del,
+        add_cpu,
+        del_cpu,
+        rt_add,
+        rt_del,
+    }
+}
+
+/// Wall and CPU times of the in-process series, and the round trips of its last pair.
+struct InProcess {
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+    add_cpu: Vec<Duration>,
+    del_cpu: Vec<Duration>,
+    rt_add: u64,
+    rt_del: u64,
 }
 
 /// The kernel's floor: the same veth moved into the pod netns and back (two RTM_SETLINK,
@@ -185,12 +207,16 @@ fn main() {
         let lab = l2;
         // warm up
         in_process(&lab, &ns, &conf, 5);
-        let (mut a, mut d, rt_add, rt_del) = in_process(&lab, &ns, &conf, n);
-        report("in-process", &mut a, &mut d);
+        let mut r = in_process(&lab, &ns, &conf, n);
+        let (rt_add, rt_del) = (r.rt_add, r.rt_del);
+        report("in-process", &mut r.add, &mut r.del);
+        report("in-process CPU", &mut r.add_cpu, &mut r.del_cpu);
         let (mut a, mut d) = kernel_move(&lab, &ns, n);
         report("kernel netns move", &mut a, &mut d);
         println!(
-            "(kernel netns move: the bare move in (ADD column) and back (DEL column), the floor under ADD and DEL)"
+            "(CPU: user + system time of the calling thread, without the sleep while the kernel \
+             waits for RCU; kernel netns move: the bare move in (ADD column) and back (DEL \
+             column), the floor under ADD and DEL)"
         );
         let nsettings = 4; // vlan, mac, spoofchk, trust (netdev MAC/MTU ride on the move)
         println!(
