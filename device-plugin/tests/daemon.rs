@@ -28,18 +28,6 @@ impl dp::registration_server::Registration for Recorder {
     }
 }
 
-fn scratch() -> tempfile::TempDir {
-    let base = if Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
-    tempfile::Builder::new()
-        .prefix("dp-daemon")
-        .tempdir_in(base)
-        .unwrap()
-}
-
 fn options(dir: &Path, root: &Path) -> DaemonOptions {
     DaemonOptions {
         root: root.to_path_buf(),
@@ -73,7 +61,7 @@ async fn registered(rx: &mut mpsc::UnboundedReceiver<dp::RegisterRequest>) -> dp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_rescan_restart_and_shutdown() {
-    let d = scratch();
+    let d = simhost::tempdir().unwrap();
     let mut host = SimHost::create(d.path().join("host"), Profile::Cx6Dx).unwrap();
     let opts = options(d.path(), host.root());
     std::fs::create_dir_all(&opts.device_plugin_path).unwrap();

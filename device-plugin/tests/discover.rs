@@ -8,18 +8,6 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn scratch() -> tempfile::TempDir {
-    // fixture trees are many small files: tmpfs when there is one
-    tempfile::Builder::new()
-        .prefix("dp-discover")
-        .tempdir_in(if Path::new("/dev/shm").is_dir() {
-            "/dev/shm"
-        } else {
-            "/tmp"
-        })
-        .unwrap()
-}
-
 /// Run the binary; a run that outlives 20 s is killed (a daemon that should have
 /// failed must not hang the test).
 fn run(args: &[&str]) -> Output {
@@ -105,7 +93,7 @@ fn char_devices(n: &str) -> Value {
 
 #[test]
 fn cx6dx_pfs_vfs_numa_netdevs_and_default_route() {
-    let d = scratch();
+    let d = simhost::tempdir().unwrap();
     let h = SimHost::create(d.path().join("host"), Profile::Cx6Dx).unwrap();
     let v = discover_json(h.root(), None);
     assert_eq!(v["devices"].as_array().unwrap().len(), 18);
@@ -156,7 +144,7 @@ fn cx6dx_pfs_vfs_numa_netdevs_and_default_route() {
 
 #[test]
 fn infiniband_link_types() {
-    let d = scratch();
+    let d = simhost::tempdir().unwrap();
     let h = SimHost::create(d.path().join("host"), Profile::Infiniband).unwrap();
     let v = discover_json(h.root(), None);
     let devs = v["devices"].as_array().unwrap();
@@ -176,7 +164,7 @@ fn infiniband_link_types() {
 
 #[test]
 fn mixed_vfio_and_unbound_vfs() {
-    let d = scratch();
+    let d = simhost::tempdir().unwrap();
     let h = SimHost::create(d.path().join("host"), Profile::Mixed).unwrap();
     let v = discover_json(h.root(), None);
     for vf in 0..4 {
@@ -227,7 +215,7 @@ fn mixed_vfio_and_unbound_vfs() {
 
 #[test]
 fn large_host_lists_every_vf() {
-    let d = scratch();
+    let d = simhost::tempdir().unwrap();
     let h = SimHost::create(d.path().join("host"), Profile::Large).unwrap();
     let v = discover_json(h.root(), None);
     let devs = v["devices"].as_array().unwrap();
@@ -244,7 +232,7 @@ fn large_host_lists_every_vf() {
 
 #[test]
 fn human_table() {
-    let d = scratch();
+    let d = simhost::tempdir().unwrap();
     let h = SimHost::create(d.path().join("host"), Profile::Cx6Dx).unwrap();
     let out = run(&["discover", "--root", h.root().to_str().unwrap()]);
     assert!(out.status.success());
@@ -261,7 +249,7 @@ fn human_table() {
 /// Break a fresh Cx6Dx tree with `damage`, expect a non-zero exit whose message names
 /// `want` (a path), and no panic.
 fn broken(damage: impl FnOnce(&SimHost) -> String) {
-    let d = scratch();
+    let d = simhost::tempdir().unwrap();
     let h = SimHost::create(d.path().join("host"), Profile::Cx6Dx).unwrap();
     let want = damage(&h);
     let dp = h.root().join("dp");
@@ -319,7 +307,7 @@ fn missing_uverbs_node_names_the_dev_path() {
 
 #[test]
 fn bad_config_file_is_named_with_its_json_path() {
-    let d = scratch();
+    let d = simhost::tempdir().unwrap();
     let h = SimHost::create(d.path().join("host"), Profile::Cx6Dx).unwrap();
     let cfg = d.path().join("bad.json");
     std::fs::write(

@@ -9,35 +9,8 @@
 
 use node_tests::{DEFAULT_TIMEOUT, KubeletSim};
 use simhost::{Profile, SimHost};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The release `device-plugin` binary, built into a target dir of our own.
-fn daemon_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let target = profile_dir.join("node-tests-bins");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "device-plugin",
-            "--bin",
-            "device-plugin",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building device-plugin");
-    target.join("release/device-plugin")
-}
 
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
@@ -74,16 +47,8 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let bin = daemon_bin();
-    let base = if Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("dp-idle")
-        .tempdir_in(base)
-        .unwrap();
+    let bin = node_tests::project_bin("device-plugin", "device-plugin");
+    let dir = node_tests::scratch();
     let host = SimHost::create(dir.path().join("host"), Profile::Large).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

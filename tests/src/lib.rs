@@ -20,6 +20,7 @@
 //!
 //! [`simhost`] is re-exported so tests can combine simulated hosts with the simulator.
 
+pub mod bins;
 mod error;
 pub mod fswait;
 pub mod kubelet;
@@ -27,6 +28,7 @@ pub mod plugin_watcher;
 pub mod podresources;
 pub mod pods;
 
+pub use bins::{project_bin, scratch};
 pub use error::SimError;
 pub use kubelet::{DeviceList, KubeletSim, RegisterAttempt, RegisteredVia, Registration, SimState};
 pub use pods::{ContainerAllocation, ContainerSpec, PodAllocation, PodSpec, ResourceAllocation};

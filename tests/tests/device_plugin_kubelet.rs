@@ -9,90 +9,12 @@ use simhost::{Profile, SimHost};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 // ---------------------------------------------------------------- harness
 
-/// Newest modification time of the files the daemon is built from.
-fn newest_source() -> SystemTime {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut newest = SystemTime::UNIX_EPOCH;
-    let mut stack: Vec<PathBuf> = [
-        "device-plugin/src",
-        "device-plugin/Cargo.toml",
-        "rdma-hca/src",
-        "proto/src",
-        "proto/proto",
-    ]
-    .iter()
-    .map(|p| root.join(p))
-    .collect();
-    while let Some(p) = stack.pop() {
-        let Ok(m) = std::fs::metadata(&p) else {
-            continue;
-        };
-        if m.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap().flatten() {
-                stack.push(e.path());
-            }
-        } else if let Ok(t) = m.modified() {
-            newest = newest.max(t);
-        }
-    }
-    newest
-}
-
-/// The `device-plugin` binary: the workspace build's when it is newer than the sources,
-/// else built into a target dir of our own (no wait on the outer cargo's lock).
 fn daemon_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let beside = profile_dir.join("device-plugin");
-        let fresh = std::fs::metadata(&beside)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= newest_source());
-        if fresh {
-            return beside;
-        }
-        let target = profile_dir.join("node-tests-bins");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "device-plugin",
-                "--bin",
-                "device-plugin",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "building device-plugin: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("debug/device-plugin")
-    })
-    .clone()
-}
-
-fn scratch() -> tempfile::TempDir {
-    // fixture trees are many small files: tmpfs when there is one
-    let base = if Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
-    tempfile::Builder::new()
-        .prefix("dp-kubelet")
-        .tempdir_in(base)
-        .unwrap()
+    node_tests::project_bin("device-plugin", "device-plugin")
 }
 
 /// One test node: a simulated host, a kubelet simulator, and the daemon process.
@@ -106,7 +28,7 @@ struct Node {
 impl Node {
     /// Host of `profile`; config text `config` (None = embedded default).
     async fn start(profile: Profile, config: Option<&str>, extra: &[&str]) -> Node {
-        let dir = scratch();
+        let dir = node_tests::scratch();
         let host = SimHost::create(dir.path().join("host"), profile).unwrap();
         let kubelet = KubeletSim::start(dir.path().join("device-plugins"))
             .await
@@ -610,7 +532,7 @@ async fn sample_rdma_sriov_sriov_config() {
 
 #[test]
 fn bad_configs_exit_nonzero_naming_file_path_and_value() {
-    let d = scratch();
+    let d = node_tests::scratch();
     let host = SimHost::create(d.path().join("host"), Profile::Cx6Dx).unwrap();
     let cases = [
         (
@@ -672,7 +594,7 @@ fn bad_configs_exit_nonzero_naming_file_path_and_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_retries_until_kubelet_accepts() {
-    let dir = scratch();
+    let dir = node_tests::scratch();
     let host = SimHost::create(dir.path().join("host"), Profile::Cx6Dx).unwrap();
     let kubelet = KubeletSim::start(dir.path().join("dp")).await.unwrap();
     kubelet.set_reject_registrations(Some("kubelet not ready".into()));
@@ -738,7 +660,7 @@ async fn cdi_mode_writes_specs_and_answers_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_info_files_follow_pod_resources() {
-    let dir = scratch();
+    let dir = node_tests::scratch();
     let pr_sock = dir.path().join("pod-resources.sock");
     let host = SimHost::create(dir.path().join("host"), Profile::Cx6Dx).unwrap();
     let kubelet = KubeletSim::start(dir.path().join("dp")).await.unwrap();

@@ -18,92 +18,12 @@ use simhost::{Profile, SimHost};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 // ---------------------------------------------------------------- harness
 
-/// Newest modification time of the files the daemon is built from.
-fn newest_source() -> SystemTime {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut newest = SystemTime::UNIX_EPOCH;
-    let mut stack: Vec<PathBuf> = [
-        "device-plugin/src",
-        "device-plugin/Cargo.toml",
-        "rdma-hca/src",
-        "proto/src",
-        "proto/proto",
-    ]
-    .iter()
-    .map(|p| root.join(p))
-    .collect();
-    while let Some(p) = stack.pop() {
-        let Ok(m) = std::fs::metadata(&p) else {
-            continue;
-        };
-        if m.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap().flatten() {
-                stack.push(e.path());
-            }
-        } else if let Ok(t) = m.modified() {
-            newest = newest.max(t);
-        }
-    }
-    newest
-}
-
-/// The `device-plugin` binary: the workspace build's when it is newer than the sources,
-/// else built into a target dir of our own.
 fn daemon_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let beside = profile_dir.join("device-plugin");
-        let fresh = std::fs::metadata(&beside)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= newest_source());
-        if fresh {
-            return beside;
-        }
-        let target = profile_dir.join("node-tests-bins");
-        // one build at a time: the test binary's tests run in parallel threads
-        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _g = LOCK.lock().unwrap();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "device-plugin",
-                "--bin",
-                "device-plugin",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "building device-plugin: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("debug/device-plugin")
-    })
-    .clone()
-}
-
-fn scratch() -> tempfile::TempDir {
-    let base = if Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
-    tempfile::Builder::new()
-        .prefix("dp-lifecycle")
-        .tempdir_in(base)
-        .unwrap()
+    node_tests::project_bin("device-plugin", "device-plugin")
 }
 
 /// One test node: a simulated host, a kubelet simulator, the daemon process.
@@ -118,7 +38,7 @@ impl Node {
     /// A node of `profile` with config text `config` (None = embedded default); the
     /// daemon is not started yet.
     async fn new(profile: Profile, config: Option<&str>) -> Node {
-        let dir = scratch();
+        let dir = node_tests::scratch();
         let host = SimHost::create(dir.path().join("host"), profile).unwrap();
         let kubelet = KubeletSim::start(dir.path().join("device-plugins"))
             .await

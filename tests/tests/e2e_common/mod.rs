@@ -16,32 +16,11 @@ use simhost::{PfSpec, SimHost, VfBinding};
 
 pub mod podman;
 
+#[allow(unused_imports)] // not every test that includes this module builds binaries
+pub use node_tests::project_bin;
+
 /// Debian's reference CNI plugins (containernetworking-plugins).
 pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
-
-/// Path of a binary of this workspace, built first if it is missing or stale: a nested
-/// `cargo build` of that one binary, into the target dir of this test (cargo does not hold
-/// its lock while tests run, and a fresh binary makes it a no-op).
-pub fn project_bin(package: &str, bin: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", package, "--bin", bin])
-        .arg("--target-dir")
-        .arg(profile_dir.parent().unwrap())
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "building {bin}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    profile_dir.join(bin)
-}
 
 /// Root, and `ip` and `nsenter` present: what every test here needs.
 pub fn privileged() -> Result<(), String> {
