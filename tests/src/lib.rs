@@ -27,6 +27,7 @@ pub mod kubelet;
 pub mod plugin_watcher;
 pub mod podresources;
 pub mod pods;
+pub mod report;
 
 pub use bins::{project_bin, scratch};
 pub use error::SimError;

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use node_tests::{DeviceList, KubeletSim, PodSpec, Registration, podresources};
-use proto::deviceplugin::v1beta1::ContainerAllocateResponse;
+use node_tests::report::{print_devices, print_registration, print_response, resource_count};
+use node_tests::{KubeletSim, PodSpec, podresources};
 use tokio::sync::mpsc;
 
 #[derive(Parser, Debug)]
@@ -157,7 +157,7 @@ async fn command(sim: &KubeletSim, words: &[&str], timeout: Duration) -> Result<
             let (ns, name) = pod_key(pod)?;
             let limits = limits
                 .iter()
-                .map(|l| parse_limit(l))
+                .map(|l| resource_count(l).map_err(anyhow::Error::msg))
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<(&str, usize)> = limits.iter().map(|(r, n)| (r.as_str(), *n)).collect();
             let spec = PodSpec::new(ns, name).container(*container, &refs);
@@ -225,22 +225,6 @@ fn pod_key(key: &str) -> Result<(&str, &str)> {
     }
 }
 
-fn parse_limit(spec: &str) -> Result<(String, usize)> {
-    // Resource names contain '/', never ':', so the last ':' splits off the count.
-    match spec.rsplit_once(':') {
-        Some((r, n)) => {
-            let n: usize = n
-                .parse()
-                .with_context(|| format!("{spec}: count {n:?} is not a number"))?;
-            if n == 0 {
-                bail!("{spec}: count must be at least 1");
-            }
-            Ok((r.to_string(), n))
-        }
-        None => Ok((spec.to_string(), 1)),
-    }
-}
-
 async fn list_pod_resources(socket: &Path, pod: Option<&str>) -> Result<()> {
     let want = pod.map(pod_key).transpose()?;
     let list = podresources::list(socket)
@@ -283,99 +267,12 @@ async fn list_pod_resources(socket: &Path, pod: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn print_registration(r: &Registration) {
-    let opts = &r.options;
-    println!();
-    println!(
-        "registered {} (version {}, endpoint {}, via {:?}) {:.1} ms after kubelet.sock appeared",
-        r.resource,
-        r.request.version,
-        r.endpoint.display(),
-        r.via,
-        r.since_socket.as_secs_f64() * 1e3
-    );
-    println!(
-        "  options: preStartRequired={} getPreferredAllocationAvailable={}",
-        opts.pre_start_required, opts.get_preferred_allocation_available
-    );
-}
-
-/// Prints a device list, eliding the middle of long ones (a shared HCA lists 1000 IDs).
-fn print_devices(resource: &str, list: &DeviceList) {
-    println!(
-        "  devices of {resource}: {} listed, {} healthy",
-        list.devices.len(),
-        list.healthy_count()
-    );
-    const SHOW: usize = 6;
-    let n = list.devices.len();
-    for (i, d) in list.devices.iter().enumerate() {
-        if n > SHOW + 2 && i == SHOW / 2 {
-            println!("    ... {} more ...", n - SHOW);
-        }
-        if n > SHOW + 2 && i >= SHOW / 2 && i < n - SHOW / 2 {
-            continue;
-        }
-        let numa: Vec<String> = d
-            .topology
-            .iter()
-            .flat_map(|t| &t.nodes)
-            .map(|n| n.id.to_string())
-            .collect();
-        let numa = if numa.is_empty() {
-            "-".to_string()
-        } else {
-            numa.join(",")
-        };
-        println!("    {:<24} {:<9} numa {numa}", d.id, d.health);
-    }
-}
-
-fn print_response(r: &ContainerAllocateResponse) {
-    let mut envs: Vec<_> = r.envs.iter().collect();
-    envs.sort();
-    println!("  envs:{}", if envs.is_empty() { " none" } else { "" });
-    for (k, v) in envs {
-        println!("    {k}={v}");
-    }
-    println!(
-        "  device specs:{}",
-        if r.devices.is_empty() { " none" } else { "" }
-    );
-    for d in &r.devices {
-        println!(
-            "    {} -> {} ({})",
-            d.host_path, d.container_path, d.permissions
-        );
-    }
-    for m in &r.mounts {
-        println!(
-            "  mount {} -> {}{}",
-            m.host_path,
-            m.container_path,
-            if m.read_only { " (ro)" } else { "" }
-        );
-    }
-    let mut a: Vec<_> = r.annotations.iter().collect();
-    a.sort();
-    for (k, v) in a {
-        println!("  annotation {k}={v}");
-    }
-    for c in &r.cdi_devices {
-        println!("  CDI device {}", c.name);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{parse_limit, pod_key};
+    use super::pod_key;
 
     #[test]
-    fn limits_and_pod_keys_parse() {
-        assert_eq!(parse_limit("rdma/hca").unwrap(), ("rdma/hca".into(), 1));
-        assert_eq!(parse_limit("rdma/vhca:2").unwrap(), ("rdma/vhca".into(), 2));
-        assert!(parse_limit("rdma/hca:0").is_err());
-        assert!(parse_limit("rdma/hca:x").is_err());
+    fn pod_keys_parse() {
         assert_eq!(pod_key("default/p").unwrap(), ("default", "p"));
         assert!(pod_key("p").is_err());
         assert!(pod_key("/p").is_err());
