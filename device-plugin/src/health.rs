@@ -164,6 +164,25 @@ mod tests {
         }
     }
 
+    /// A VF pool selecting by `isRdma`.
+    fn rdma_pool() -> Config {
+        Config::parse(
+            Path::new("t.json"),
+            r#"{"resourceList":[{"resourceName":"r","selectors":{"vendors":["15b3"],"isRdma":true}}]}"#,
+        )
+        .unwrap()
+    }
+
+    /// Remove the RDMA device of the function at `addr` from the host's view.
+    fn drop_rdma(root: &Path, addr: &str) {
+        let inv = Host::new(root).inventory().unwrap();
+        let f = inv.function(&addr.parse().unwrap()).unwrap();
+        let rdma = inv.rdma_of(f).next().unwrap().name.clone();
+        let dev = std::fs::canonicalize(root.join("sys/bus/pci/devices").join(addr)).unwrap();
+        std::fs::remove_dir_all(dev.join("infiniband").join(&rdma)).unwrap();
+        std::fs::remove_file(root.join("sys/class/infiniband").join(&rdma)).unwrap();
+    }
+
     #[test]
     fn vanished_netdev_is_unhealthy_unless_held() {
         let d = crate::testutil::tempdir();
@@ -252,23 +271,13 @@ mod tests {
     fn rdma_pool_vf_moved_into_a_pod_with_its_rdma_device_stays_healthy() {
         let d = crate::testutil::tempdir();
         let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
-        let cfg = Config::parse(
-            Path::new("t.json"),
-            r#"{"resourceList":[{"resourceName":"r","selectors":{"vendors":["15b3"],"isRdma":true}}]}"#,
-        )
-        .unwrap();
+        let cfg = rdma_pool();
         let (_, p0) = scan(d.path(), &cfg);
         let before = served(&p0);
         let (a, b) = (h.vf_address(1, 2), h.vf_address(1, 3));
         // exclusive netns mode: netdev and RDMA device leave the host's view together
-        let inv = Host::new(d.path()).inventory().unwrap();
         for (addr, vf) in [(&a, 2), (&b, 3)] {
-            let f = inv.function(&addr.parse().unwrap()).unwrap();
-            let rdma = inv.rdma_of(f).next().unwrap().name.clone();
-            let dev =
-                std::fs::canonicalize(d.path().join("sys/bus/pci/devices").join(addr)).unwrap();
-            std::fs::remove_dir_all(dev.join("infiniband").join(&rdma)).unwrap();
-            std::fs::remove_file(d.path().join("sys/class/infiniband").join(&rdma)).unwrap();
+            drop_rdma(d.path(), addr);
             h.remove_netdev(addr, &h.vf_netdev(1, vf)).unwrap();
         }
         let (inv, mut p) = scan(d.path(), &cfg);
@@ -281,21 +290,12 @@ mod tests {
     fn lost_rdma_device_is_unhealthy() {
         let d = crate::testutil::tempdir();
         let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
-        let cfg = Config::parse(
-            Path::new("t.json"),
-            r#"{"resourceList":[{"resourceName":"r","selectors":{"vendors":["15b3"],"isRdma":true}}]}"#,
-        )
-        .unwrap();
+        let cfg = rdma_pool();
         let (_, p0) = scan(d.path(), &cfg);
         let before = served(&p0);
         let a = h.vf_address(1, 2);
         // drop the VF's RDMA device, keep its netdev
-        let inv = Host::new(d.path()).inventory().unwrap();
-        let f = inv.function(&a.parse().unwrap()).unwrap();
-        let rdma = inv.rdma_of(f).next().unwrap().name.clone();
-        let dev = std::fs::canonicalize(d.path().join("sys/bus/pci/devices").join(&a)).unwrap();
-        std::fs::remove_dir_all(dev.join("infiniband").join(&rdma)).unwrap();
-        std::fs::remove_file(d.path().join("sys/class/infiniband").join(&rdma)).unwrap();
+        drop_rdma(d.path(), &a);
         let (inv, mut p) = scan(d.path(), &cfg);
         refine(&mut p, &inv, &before, |_, _| false);
         assert_eq!(health(&p, "intel.com/r", &a), Some(false));
