@@ -687,7 +687,7 @@ impl Todo {
         match ev {
             Event::KubeletRestarted => self.kubelet = true,
             Event::ConfigChanged => self.reload = true,
-            Event::LinksChanged | Event::Rescan => self.rescan = true,
+            Event::LinksChanged => self.rescan = true,
         }
     }
 }
@@ -934,7 +934,6 @@ mod tests {
         let mut t = Todo::default();
         for e in [
             Event::LinksChanged,
-            Event::Rescan,
             Event::LinksChanged,
             Event::KubeletRestarted,
         ] {

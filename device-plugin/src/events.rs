@@ -1,11 +1,10 @@
 //! What changes under a running daemon, turned into [`Event`]s on one channel: kubelet
-//! restarts (a new `kubelet.sock`), config edits, link changes from the kernel, and a slow
-//! periodic rescan as a safety net. The daemon's loop reacts; nothing here polls fast.
+//! restarts (a new `kubelet.sock`), config edits and link changes from the kernel. The
+//! daemon's loop reacts; its own timers add the periodic rescan and the slow safety poll.
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Something the daemon must react to.
@@ -17,8 +16,6 @@ pub enum Event {
     ConfigChanged,
     /// The kernel reported a link change (netdev added, removed, up/down, moved).
     LinksChanged,
-    /// The periodic rescan is due.
-    Rescan,
 }
 
 /// Errors setting up a watch.
@@ -158,28 +155,11 @@ pub fn watch_links(tx: mpsc::Sender<Event>) -> Result<(), EventsError> {
     Ok(())
 }
 
-/// Send [`Event::Rescan`] every `interval` (none when zero), the
-/// `periodicUpdateInterval` of k8s-rdma-shared-dev-plugin.
-pub fn periodic(interval: Duration, tx: mpsc::Sender<Event>) {
-    if interval.is_zero() {
-        return;
-    }
-    tokio::spawn(async move {
-        let mut t = tokio::time::interval(interval);
-        t.tick().await; // the first tick is immediate
-        loop {
-            t.tick().await;
-            if tx.send(Event::Rescan).await.is_err() {
-                return;
-            }
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+    use std::time::Duration;
 
     async fn next(rx: &mut mpsc::Receiver<Event>) -> Event {
         tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -248,15 +228,5 @@ mod tests {
             .success();
         assert!(ok, "ip link add failed");
         assert_eq!(next(&mut rx).await, Event::LinksChanged);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn periodic_ticks_and_zero_is_off() {
-        let (tx, mut rx) = mpsc::channel(8);
-        periodic(Duration::from_secs(60), tx.clone());
-        periodic(Duration::ZERO, tx);
-        tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(rx.recv().await, Some(Event::Rescan));
-        assert!(rx.try_recv().is_err(), "only one ticker runs");
     }
 }
