@@ -101,7 +101,7 @@ pub(crate) fn list_dir(path: &Path) -> Result<Vec<String>> {
 /// Lexically resolve `target` relative to `base` (no filesystem access): `..` pops.
 /// Byte-wise: discovery resolves some 9k links, and component iterators were a tenth of
 /// its instructions.
-fn normalize(base: &Path, target: &Path) -> PathBuf {
+pub(crate) fn normalize(base: &Path, target: &Path) -> PathBuf {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let t = target.as_os_str().as_bytes();
     let mut out: Vec<u8> = Vec::new();

@@ -26,8 +26,13 @@ impl Host {
     /// A host whose `/sys`, `/dev` and `/proc` live under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root: PathBuf = root.into();
-        // Keep the root absolute and free of `..` so the containment check means something.
-        let root = std::path::absolute(&root).unwrap_or(root);
+        // Absolute, without `..` or symlinks, so that link targets resolved lexically under
+        // it compare with it (the containment check): the real path when the root exists,
+        // else the lexically normalized absolute one.
+        let root = std::fs::canonicalize(&root).unwrap_or_else(|_| {
+            let abs = std::path::absolute(&root).unwrap_or(root);
+            crate::fsutil::normalize(Path::new("/"), &abs)
+        });
         Host { root }
     }
 

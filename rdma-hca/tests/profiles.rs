@@ -247,3 +247,22 @@ fn netns_mode_variants() {
     std::fs::remove_file(sim.root().join("sys/module/ib_core/parameters/netns_mode")).unwrap();
     assert_eq!(h.netns_mode().unwrap(), RdmaNetnsMode::Unknown);
 }
+
+#[test]
+fn root_given_with_dot_dot_or_through_a_symlink_reads_the_same() {
+    let (d, sim) = host(Profile::Cx6Dx);
+    let want = Host::new(sim.root()).inventory().unwrap();
+    std::fs::create_dir(d.path().join("x")).unwrap();
+    symlink(sim.root(), d.path().join("link")).unwrap();
+    assert_eq!(sim.root(), d.path());
+    for root in [d.path().join("x").join(".."), d.path().join("link")] {
+        let got = Host::new(&root).inventory();
+        assert!(!want.functions.is_empty());
+        assert_eq!(
+            got.as_ref().ok(),
+            Some(&want),
+            "{}: {got:?}",
+            root.display()
+        );
+    }
+}
