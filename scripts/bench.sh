@@ -46,7 +46,7 @@ cargo bench -q -p sriov-cni --bench add_del 2>/dev/null | tee "$out/sriov.txt"
 
 if [ "${BENCH_LAB:-0}" = 1 ] || [ ! -f "$labres" ]; then
     log "QEMU lab latency scenario (real igb VF)"
-    VMLAB_ONLY=latency ./scripts/vmlab.sh || true
+    VMLAB_PROFILE=release VMLAB_ONLY=latency ./scripts/vmlab.sh || true
 fi
 fi
 lab=$(grep -hE "^metric: (cni_|exec_overhead)|^wall:|passed, " "$labres" 2>/dev/null || true)

@@ -8,7 +8,9 @@
 #        VMLAB_WORK    initramfs, 9p share, results (default <target>/vmlab)
 #        VMLAB_TIMEOUT outer timeout for QEMU in seconds (default 240; an unloaded run takes < 3 min)
 #        VMLAB_ACCEL   kvm|tcg (default: kvm when /dev/kvm is usable)
-#        VMLAB_NO_BUILD=1  use the release binaries already built
+#        VMLAB_PROFILE cargo profile of the binaries (default dev: what ./scripts/test.sh has
+#                      built already, stripped into the initramfs; ./scripts/bench.sh uses release)
+#        VMLAB_NO_BUILD=1  use the binaries of that profile already built
 #        VMLAB_ONLY    space-separated guest scenario names to run (default: all)
 # Last line: "N passed, N failed"; exit status non-zero when anything failed.
 set -euo pipefail
@@ -18,6 +20,9 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 CACHE="${VMLAB_CACHE:-/var/cache/rdma-hca-vmlab}"
 WORK="${VMLAB_WORK:-$TARGET/vmlab}"
 TIMEOUT="${VMLAB_TIMEOUT:-240}"
+PROFILE="${VMLAB_PROFILE:-dev}"
+PROFILE_DIR=$PROFILE
+[ "$PROFILE" = dev ] && PROFILE_DIR=debug
 T0=$(date +%s.%N)
 
 say() { echo "vmlab: [$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%5.1f", b - a}')s] $*" >&2; }
@@ -154,12 +159,12 @@ BINS=(device-plugin sriov kubelet-sim)
 T_BUILD0=$(date +%s)
 if [ "${VMLAB_NO_BUILD:-0}" != 1 ]; then
     command -v cargo >/dev/null || die "cargo not found"
-    say "cargo build --release -p device-plugin -p sriov-cni -p node-tests (target $TARGET)"
-    if ! (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q \
+    say "cargo build --profile $PROFILE -p device-plugin -p sriov-cni -p node-tests (target $TARGET)"
+    if ! (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --profile "$PROFILE" -q \
         -p device-plugin -p sriov-cni -p node-tests --bin device-plugin --bin sriov --bin kubelet-sim >&2); then
         # One package at a time: a package that does not build must not hide the others.
         for b in device-plugin:device-plugin sriov-cni:sriov node-tests:kubelet-sim; do
-            (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p "${b%%:*}" --bin "${b#*:}" >&2) ||
+            (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --profile "$PROFILE" -q -p "${b%%:*}" --bin "${b#*:}" >&2) ||
                 say "warning: cargo build -p ${b%%:*} --bin ${b#*:} failed; its guest checks will fail"
         done
     fi
@@ -200,10 +205,12 @@ done
 copy_with_libs "$(command -v jq)" /usr/bin/jq
 cp "$CNIDIR/usr/lib/cni/host-local" "$IRD/opt/cni/bin/host-local"
 for b in "${BINS[@]}"; do
-    if [ -x "$TARGET/release/$b" ]; then
-        copy_with_libs "$TARGET/release/$b" "/usr/bin/$b"
+    if [ -x "$TARGET/$PROFILE_DIR/$b" ]; then
+        copy_with_libs "$TARGET/$PROFILE_DIR/$b" "/usr/bin/$b"
+        # debug info is most of a dev binary's size: keep it out of the initramfs
+        command -v strip >/dev/null && strip "$IRD/usr/bin/$b"
     else
-        say "warning: $TARGET/release/$b not built; its guest checks will fail"
+        say "warning: $TARGET/$PROFILE_DIR/$b not built; its guest checks will fail"
     fi
 done
 
@@ -322,7 +329,7 @@ RES="$WORK/results.txt"
 passed=$(grep -c '^PASS ' "$RES" || true)
 failed=$(grep -c '^FAIL ' "$RES" || true)
 {
-    echo "wall: ${WALL}s (host, whole script; ${BUILD_S}s of it cargo build), accel $ACCEL, kernel $KVER"
+    echo "wall: ${WALL}s (host, whole script; ${BUILD_S}s of it cargo build, profile $PROFILE), accel $ACCEL, kernel $KVER"
     [ -f "$SHARE/out/metrics" ] && sed 's/^/metric: /' "$SHARE/out/metrics"
 } >>"$RES"
 cat "$RES"
