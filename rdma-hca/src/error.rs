@@ -64,6 +64,12 @@ pub enum HcaError {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// The root has no PCI bus in sysfs: a wrong root, or `/sys` not mounted.
+    #[error("no PCI devices directory at {path}: wrong root, or /sys not mounted?")]
+    NoSysfs {
+        /// The missing `<root>/sys/bus/pci/devices`.
+        path: PathBuf,
+    },
 }
 
 /// Result alias for this crate.

@@ -104,6 +104,11 @@ impl Host {
         let root = &self.root;
         let mut functions = BTreeMap::new();
         let dev_dir = devices_dir(root);
+        // Every Linux host has it (even without PCI devices); without it the root is wrong,
+        // and an empty inventory would silently advertise nothing.
+        if !dev_dir.is_dir() {
+            return Err(HcaError::NoSysfs { path: dev_dir });
+        }
         for name in list_dir(&dev_dir)? {
             let Ok(address) = name.parse::<PciAddress>() else {
                 continue;

@@ -129,3 +129,17 @@ fn malformed_uevent() {
         "{e}"
     );
 }
+
+#[test]
+fn root_without_sysfs_is_an_error_naming_the_path() {
+    let d = simhost::tempdir().unwrap();
+    let err = Host::new(d.path().join("nope")).inventory().unwrap_err();
+    assert!(
+        matches!(&err, HcaError::NoSysfs { path } if path.ends_with("nope/sys/bus/pci/devices")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("nope/sys/bus/pci/devices"),
+        "{err}"
+    );
+}
