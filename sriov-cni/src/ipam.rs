@@ -132,6 +132,50 @@ fn plugin_error(plugin: &str, stdout: &[u8]) -> (Option<u64>, Error) {
     )
 }
 
+/// The spec versions the plugin says it supports (its VERSION answer; none if it fails).
+fn supported_versions(bin: &Path, env: &Env, stdin: &[u8]) -> Result<Vec<String>> {
+    let ver = Call {
+        command: Command::Version,
+        env,
+    };
+    let (ok, out) = exec_once(bin, &ver, stdin)?;
+    Ok(serde_json::from_slice::<Value>(&out)
+        .ok()
+        .filter(|_| ok)
+        .and_then(|v| v.get("supportedVersions").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default())
+}
+
+/// Forward GC to the IPAM plugin with the same network config (and so the same
+/// `cni.dev/valid-attachments`), as the spec requires of plugins that delegate. A plugin
+/// whose VERSION lists nothing from 1.1.0 on predates GC (Debian's host-local 1.1.1):
+/// nothing to forward, `Ok(false)`; the stale attachments we knew of were released one by
+/// one with DEL already.
+pub fn gc(plugin: &str, env: &Env, conf: &Value) -> Result<bool> {
+    let bin = find(plugin, &env.path).ok_or_else(|| Error::Ipam {
+        plugin: plugin.to_string(),
+        msg: format!("not found in CNI_PATH {:?}", env.path),
+    })?;
+    let stdin = serde_json::to_vec(conf).map_err(|e| Error::Other(e.to_string()))?;
+    let supported = supported_versions(&bin, env, &stdin)?;
+    if !supported
+        .iter()
+        .any(|v| cmp_version_str(v, "1.1.0").is_ge())
+    {
+        return Ok(false);
+    }
+    let call = Call {
+        command: Command::Gc,
+        env,
+    };
+    let (ok, out) = exec_once(&bin, &call, &stdin)?;
+    if !ok {
+        return Err(plugin_error(plugin, &out).1);
+    }
+    Ok(true)
+}
+
 /// Run the IPAM plugin. Returns its result for ADD, `None` for DEL/CHECK.
 pub fn exec(plugin: &str, call: &Call<'_>, conf: &Value) -> Result<Option<CniResult>> {
     let bin = find(plugin, &call.env.path).ok_or_else(|| Error::Ipam {
@@ -149,17 +193,7 @@ pub fn exec(plugin: &str, call: &Call<'_>, conf: &Value) -> Result<Option<CniRes
         }
         // Incompatible version: retry with the newest version the plugin supports.
         let ours = conf.get("cniVersion").and_then(Value::as_str).unwrap_or("");
-        let ver = Call {
-            command: Command::Version,
-            env: call.env,
-        };
-        let (vok, vout) = exec_once(&bin, &ver, &stdin)?;
-        let supported: Vec<String> = serde_json::from_slice::<Value>(&vout)
-            .ok()
-            .filter(|_| vok)
-            .and_then(|v| v.get("supportedVersions").cloned())
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
+        let supported = supported_versions(&bin, call.env, &stdin)?;
         let best = supported
             .iter()
             .filter(|s| {

@@ -1063,6 +1063,17 @@ impl Plugin<'_> {
                 errs.push(x);
             }
         }
+        // The spec: GC goes on to the delegated IPAM plugin, with the same config.
+        if let Some(ipam) = &conf.ipam {
+            match ipam::gc(&ipam.plugin, env, &conf.raw) {
+                Ok(true) => crate::info!("GC forwarded to IPAM {}", ipam.plugin),
+                Ok(false) => crate::debug!(
+                    "IPAM {} predates GC (no spec version from 1.1.0 on): not forwarded",
+                    ipam.plugin
+                ),
+                Err(x) => errs.push(x),
+            }
+        }
         if errs.is_empty() {
             Ok(())
         } else {

@@ -1038,3 +1038,65 @@ fn soft_rdma_device_on_the_vf_netdev_is_moved_too() {
     assert!(calls_since(&lab, n).iter().all(|c| !c.starts_with("rdma ")));
     assert_eq!(lab.snapshot(), before);
 }
+
+#[test]
+fn gc_is_forwarded_to_an_ipam_plugin_that_knows_gc() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new(1);
+    // A GC-capable IPAM stand-in: answers VERSION with 1.1.0, records every call.
+    let dir = lab.tmp.path().join("cni-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = lab.tmp.path().join("gc-ipam.log");
+    let script = format!(
+        "#!/bin/sh\n\
+         stdin=$(cat)\n\
+         echo \"$CNI_COMMAND $stdin\" >> {log}\n\
+         case $CNI_COMMAND in\n\
+         VERSION) echo '{{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]}}' ;;\n\
+         GC) ;;\n\
+         *) echo '{{\"cniVersion\":\"1.1.0\",\"code\":4,\"msg\":\"unexpected\"}}'; exit 1 ;;\n\
+         esac\n",
+        log = log.display()
+    );
+    let bin = dir.join("gc-ipam");
+    std::fs::write(&bin, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.display(), common::CNI_PATH);
+
+    let mut gc = lab.conf("1.1.0", 0, json!({"deviceID": null}));
+    gc["ipam"] = json!({"type": "gc-ipam"});
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "net1"}]);
+    lab.run_env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", &path)], &gc)
+        .ok();
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    assert!(lines[0].starts_with("VERSION "), "{calls}");
+    let (cmd, stdin) = lines[1].split_once(' ').unwrap();
+    assert_eq!(cmd, "GC");
+    let forwarded: Value = serde_json::from_str(stdin).unwrap();
+    assert_eq!(
+        forwarded["cni.dev/valid-attachments"], gc["cni.dev/valid-attachments"],
+        "the same config goes to IPAM"
+    );
+
+    // An IPAM plugin's GC failure is GC's failure, naming the plugin.
+    std::fs::write(
+        &bin,
+        "#!/bin/sh\ncat >/dev/null\ncase $CNI_COMMAND in\n\
+         VERSION) echo '{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"1.1.0\"]}' ;;\n\
+         *) echo '{\"cniVersion\":\"1.1.0\",\"code\":11,\"msg\":\"store locked\"}'; exit 1 ;;\n\
+         esac\n",
+    )
+    .unwrap();
+    let r = lab.run_env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", &path)], &gc);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.msg().contains("gc-ipam") && r.msg().contains("store locked"),
+        "{}",
+        r.msg()
+    );
+}
