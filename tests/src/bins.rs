@@ -8,8 +8,9 @@ use std::sync::{Mutex, OnceLock};
 
 /// Path of binary `bin` of workspace package `package`, built first if it is missing or
 /// stale: a nested `cargo build` of that one binary into the target dir and profile of the
-/// running test or bench (a no-op when `cargo build --workspace` ran before, as in
-/// `./scripts/test.sh`). Built once per process; parallel callers wait for the first.
+/// running test or bench (quick after `cargo build --workspace`, as in `./scripts/test.sh`:
+/// at most the crates whose features differ for one package are built). Built once per
+/// process; parallel callers wait for the first.
 ///
 /// # Panics
 /// When the build fails (this is test harness code: the test cannot go on without it).
