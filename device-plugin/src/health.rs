@@ -22,42 +22,22 @@
 
 use crate::pools::{PoolDevice, Pools, Resource, ResourceDevices};
 use crate::selectors::USERSPACE_DRIVERS;
-use rdma_hca::{Inventory, Netdev, OperState, PciFunction};
+use rdma_hca::{Inventory, PciFunction};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-fn down(n: &Netdev) -> bool {
-    matches!(
-        n.operstate,
-        OperState::Down | OperState::LowerLayerDown | OperState::NotPresent
-    )
-}
 
 fn userspace(driver: Option<&str>) -> bool {
     driver.is_some_and(|d| USERSPACE_DRIVERS.contains(&d))
 }
 
-/// Whether the function's PF has a netdev whose link is down.
-fn pf_link_down(f: &PciFunction, inv: &Inventory) -> bool {
-    f.physfn
-        .as_ref()
-        .and_then(|p| inv.function(p))
-        .is_some_and(|pf| inv.netdevs_of(pf).any(down))
-}
-
 /// The health verdict for a pool device whose function is `f` now; `before` is how the
 /// device looked in the previous scan, `held` whether a pod holds it (device-info file).
 pub fn judge(f: &PciFunction, inv: &Inventory, before: Option<&PoolDevice>, held: bool) -> bool {
-    let Some(driver) = f.driver.as_deref() else {
-        return false;
-    };
-    // A VF's own netdev is normally down while free (real igb VFs): only the PF's link
-    // counts for a VF, as in [`crate::pools`].
-    let own_link_down = f.physfn.is_none() && inv.netdevs_of(f).any(down);
-    if pf_link_down(f, inv) || own_link_down {
+    // bound, and the link rule of the snapshot (a free VF's own netdev may be down)
+    if !crate::pools::healthy(f, inv) {
         return false;
     }
-    if userspace(Some(driver)) {
+    if userspace(f.driver.as_deref()) {
         return true;
     }
     if f.netdevs.is_empty() {
@@ -150,11 +130,21 @@ mod tests {
         (inv, p)
     }
 
-    fn served(p: &Pools) -> BTreeMap<String, Arc<Resource>> {
-        p.resources
+    /// Scan again and refine against what `prev` served; `held(id)`: a pod holds it.
+    fn rescan(
+        root: &Path,
+        cfg: &Config,
+        prev: &Pools,
+        held: impl Fn(&Resource, &str) -> bool,
+    ) -> Pools {
+        let before: BTreeMap<String, Arc<Resource>> = prev
+            .resources
             .iter()
             .map(|r| (r.full_name(), Arc::new(r.clone())))
-            .collect()
+            .collect();
+        let (inv, mut p) = scan(root, cfg);
+        refine(&mut p, &inv, &before, held);
+        p
     }
 
     fn health(p: &Pools, res: &str, id: &str) -> Option<bool> {
@@ -189,12 +179,10 @@ mod tests {
         let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
         let cfg = Config::embedded();
         let (_, p0) = scan(d.path(), &cfg);
-        let before = served(&p0);
         let (a, b) = (h.vf_address(1, 0), h.vf_address(1, 1));
         h.remove_netdev(&a, &h.vf_netdev(1, 0)).unwrap();
         h.remove_netdev(&b, &h.vf_netdev(1, 1)).unwrap();
-        let (inv, mut p) = scan(d.path(), &cfg);
-        refine(&mut p, &inv, &before, |_, id| id == b);
+        let p = rescan(d.path(), &cfg, &p0, |_, id| id == b);
         assert_eq!(health(&p, "rdma/vhca", &a), Some(false), "vanished");
         assert_eq!(health(&p, "rdma/vhca", &b), Some(true), "moved into a pod");
         assert_eq!(health(&p, "rdma/vhca", &h.vf_address(1, 2)), Some(true));
@@ -206,17 +194,13 @@ mod tests {
         let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
         let cfg = Config::embedded();
         let (_, p0) = scan(d.path(), &cfg);
-        let before = served(&p0);
         let a = h.vf_address(1, 4);
         h.set_operstate(&h.vf_netdev(1, 4), "down").unwrap();
-        let (inv, mut p) = scan(d.path(), &cfg);
-        refine(&mut p, &inv, &before, |_, _| false);
+        let p = rescan(d.path(), &cfg, &p0, |_, _| false);
         assert_eq!(health(&p, "rdma/vhca", &a), Some(true), "own netdev down");
         // the PF's link going down still counts
         h.set_operstate("ens1f1", "down").unwrap();
-        let before = served(&p);
-        let (inv, mut p) = scan(d.path(), &cfg);
-        refine(&mut p, &inv, &before, |_, _| false);
+        let p = rescan(d.path(), &cfg, &p, |_, _| false);
         assert_eq!(health(&p, "rdma/vhca", &a), Some(false), "PF link down");
     }
 
@@ -226,25 +210,19 @@ mod tests {
         let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
         let cfg = Config::embedded();
         let (_, p0) = scan(d.path(), &cfg);
-        let before = served(&p0);
         let a = h.vf_address(1, 3);
         h.unbind(&a).unwrap();
-        let (inv, mut p) = scan(d.path(), &cfg);
-        refine(&mut p, &inv, &before, |_, _| false);
+        let p = rescan(d.path(), &cfg, &p0, |_, _| false);
         assert_eq!(health(&p, "rdma/vhca", &a), Some(false));
         // stable across the next rescan
-        let before = served(&p);
-        let (inv, mut p) = scan(d.path(), &cfg);
-        refine(&mut p, &inv, &before, |_, _| false);
+        let p = rescan(d.path(), &cfg, &p, |_, _| false);
         assert_eq!(health(&p, "rdma/vhca", &a), Some(false));
         // driver back, netdev and RDMA device back: healthy
-        let before = served(&p);
         h.bind(&a, "mlx5_core").unwrap();
         h.add_netdev(&a, &h.vf_netdev(1, 3), 1, true, "02:00:00:00:01:03")
             .unwrap();
         h.add_rdma(&a, "mlx5_90").unwrap();
-        let (inv, mut p) = scan(d.path(), &cfg);
-        refine(&mut p, &inv, &before, |_, _| false);
+        let p = rescan(d.path(), &cfg, &p, |_, _| false);
         assert_eq!(health(&p, "rdma/vhca", &a), Some(true));
     }
 
@@ -254,14 +232,12 @@ mod tests {
         let mut h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
         let cfg = Config::embedded();
         let (_, p0) = scan(d.path(), &cfg);
-        let before = served(&p0);
         let gone = h.vf_address(1, 7);
         let vfio = h.vf_address(1, 0);
         h.set_num_vfs(1, 4).unwrap();
         h.unbind(&vfio).unwrap();
         h.bind(&vfio, "vfio-pci").unwrap();
-        let (inv, mut p) = scan(d.path(), &cfg);
-        refine(&mut p, &inv, &before, |_, _| false);
+        let p = rescan(d.path(), &cfg, &p0, |_, _| false);
         assert_eq!(health(&p, "rdma/vhca", &gone), None);
         assert_eq!(health(&p, "rdma/vhca", &vfio), None);
         assert_eq!(health(&p, "rdma/vhca", &h.vf_address(1, 1)), Some(true));
@@ -273,15 +249,13 @@ mod tests {
         let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
         let cfg = rdma_pool();
         let (_, p0) = scan(d.path(), &cfg);
-        let before = served(&p0);
         let (a, b) = (h.vf_address(1, 2), h.vf_address(1, 3));
         // exclusive netns mode: netdev and RDMA device leave the host's view together
         for (addr, vf) in [(&a, 2), (&b, 3)] {
             drop_rdma(d.path(), addr);
             h.remove_netdev(addr, &h.vf_netdev(1, vf)).unwrap();
         }
-        let (inv, mut p) = scan(d.path(), &cfg);
-        refine(&mut p, &inv, &before, |_, id| id == a);
+        let p = rescan(d.path(), &cfg, &p0, |_, id| id == a);
         assert_eq!(health(&p, "intel.com/r", &a), Some(true), "in a pod");
         assert_eq!(health(&p, "intel.com/r", &b), Some(false), "vanished");
     }
@@ -292,12 +266,10 @@ mod tests {
         let h = SimHost::create(d.path(), Profile::Cx6Dx).unwrap();
         let cfg = rdma_pool();
         let (_, p0) = scan(d.path(), &cfg);
-        let before = served(&p0);
         let a = h.vf_address(1, 2);
         // drop the VF's RDMA device, keep its netdev
         drop_rdma(d.path(), &a);
-        let (inv, mut p) = scan(d.path(), &cfg);
-        refine(&mut p, &inv, &before, |_, _| false);
+        let p = rescan(d.path(), &cfg, &p0, |_, _| false);
         assert_eq!(health(&p, "intel.com/r", &a), Some(false));
     }
 }

@@ -209,7 +209,8 @@ pub fn is_network(f: &PciFunction) -> bool {
 /// Health of a function: bound, and the physical link not down: the PF's netdevs for a
 /// VF, its own for a PF. A VF's own netdev is not looked at: a free VF's netdev is
 /// normally down until a pod brings it up (seen on real igb VFs in the QEMU lab).
-fn healthy(f: &PciFunction, inv: &Inventory) -> bool {
+/// The one link rule: [`crate::health`] builds on it across rescans.
+pub(crate) fn healthy(f: &PciFunction, inv: &Inventory) -> bool {
     let down = |n: &rdma_hca::Netdev| {
         matches!(
             n.operstate,
