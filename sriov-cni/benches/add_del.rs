@@ -117,23 +117,20 @@ fn kernel_move(lab: &Lab, ns: &str, n: usize) -> (Vec<Duration>, Vec<Duration>) 
     let index = rt.link_by_name(&name).unwrap().unwrap().index;
     let mut rt_pod = pod.run(&home, || Rtnl::new().unwrap()).unwrap();
     let (mut into, mut back) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        let t = Instant::now();
+    // one RTM_SETLINK moving the link into the netns of `to`, timed
+    let mv = |rt: &mut Rtnl, to: &Netns| {
         let c = LinkChange {
             index,
-            netns_fd: Some(pod.raw_fd()),
+            netns_fd: Some(to.raw_fd()),
             ..LinkChange::default()
         };
+        let t = Instant::now();
         rt.set_link(&c, &name).unwrap();
-        into.push(t.elapsed());
-        let t = Instant::now();
-        let c = LinkChange {
-            index,
-            netns_fd: Some(home.raw_fd()),
-            ..LinkChange::default()
-        };
-        rt_pod.set_link(&c, &name).unwrap();
-        back.push(t.elapsed());
+        t.elapsed()
+    };
+    for _ in 0..n {
+        into.push(mv(&mut rt, &pod));
+        back.push(mv(&mut rt_pod, &home));
     }
     (into, back)
 }
