@@ -3,6 +3,16 @@
 use crate::{DeviceList, Registration};
 use proto::deviceplugin::v1beta1::ContainerAllocateResponse;
 
+/// NUMA node ids as printed: comma-separated, `-` when there are none.
+pub fn numa_nodes(ids: impl IntoIterator<Item = i64>) -> String {
+    let ids: Vec<String> = ids.into_iter().map(|i| i.to_string()).collect();
+    if ids.is_empty() {
+        "-".into()
+    } else {
+        ids.join(",")
+    }
+}
+
 /// `RESOURCE[:COUNT]` (count 1 when absent, at least 1). Resource names contain `/`,
 /// never `:`, so the last `:` splits off the count.
 pub fn resource_count(spec: &str) -> Result<(String, usize), String> {
@@ -54,17 +64,7 @@ pub fn print_devices(resource: &str, list: &DeviceList) {
         if n > SHOW + 2 && i >= SHOW / 2 && i < n - SHOW / 2 {
             continue;
         }
-        let numa: Vec<String> = d
-            .topology
-            .iter()
-            .flat_map(|t| &t.nodes)
-            .map(|n| n.id.to_string())
-            .collect();
-        let numa = if numa.is_empty() {
-            "-".to_string()
-        } else {
-            numa.join(",")
-        };
+        let numa = numa_nodes(d.topology.iter().flat_map(|t| &t.nodes).map(|n| n.id));
         println!("    {:<24} {:<9} numa {numa}", d.id, d.health);
     }
 }

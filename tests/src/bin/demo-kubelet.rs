@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use node_tests::report::{print_devices, print_registration, print_response, resource_count};
+use node_tests::report::{
+    numa_nodes, print_devices, print_registration, print_response, resource_count,
+};
 use node_tests::{KubeletSim, PodSpec, podresources};
 use tokio::sync::mpsc;
 
@@ -237,25 +239,12 @@ async fn list_pod_resources(socket: &Path, pod: Option<&str>) -> Result<()> {
         }
         for c in &p.containers {
             for d in &c.devices {
-                let numa: Vec<String> = d
-                    .topology
-                    .iter()
-                    .flat_map(|t| &t.nodes)
-                    .map(|n| n.id.to_string())
-                    .collect();
+                let numa = numa_nodes(d.topology.iter().flat_map(|t| &t.nodes).map(|n| n.id));
                 for id in &d.device_ids {
                     n += 1;
                     println!(
                         "{}/{}  {}  {}  {id}  numa {}",
-                        p.namespace,
-                        p.name,
-                        c.name,
-                        d.resource_name,
-                        if numa.is_empty() {
-                            "-".into()
-                        } else {
-                            numa.join(",")
-                        }
+                        p.namespace, p.name, c.name, d.resource_name, numa
                     );
                 }
             }
