@@ -43,5 +43,8 @@ if [ "$what" = test ]; then
     # host-local/static/tuning/portmap IPAM and meta plugins under /usr/lib/cni,
     # ip/netns for the privileged tests, podman (CNI backend) + busybox rootfs for the
     # real-runtime test, valgrind for instruction counts in benchmarks.
-    apt_install iproute2 containernetworking-plugins podman busybox-static valgrind procps
+    # golang-go + golang-google-grpc-dev (grpc-go, built offline in GOPATH mode) and
+    # python3-grpcio: gRPC clients that are not ours, dialling the daemon as kubelet does.
+    apt_install iproute2 containernetworking-plugins podman busybox-static valgrind procps \
+        golang-go golang-google-grpc-dev python3-grpcio
 fi

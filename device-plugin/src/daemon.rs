@@ -366,10 +366,13 @@ impl Daemon {
         // the server's own cleanup then only ever removes the hidden name, never a newer
         // socket of the same resource (see `Running::remove_socket`).
         let hidden = path.with_file_name(format!(".{socket}.tmp"));
-        let server = UnixServer::spawn(&hidden, routes).map_err(|source| DaemonError::Serve {
-            resource: name.to_string(),
-            source,
-        })?;
+        // Log lines about this socket's connections name where the kubelet dials it.
+        let label = path.display().to_string();
+        let server = UnixServer::spawn_labelled(&hidden, &label, routes, std::future::pending())
+            .map_err(|source| DaemonError::Serve {
+                resource: name.to_string(),
+                source,
+            })?;
         let publish = || -> std::io::Result<()> {
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),

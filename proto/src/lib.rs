@@ -13,8 +13,10 @@
 //! `/pluginregistration.Registration/GetInfo`, `/v1.PodResourcesLister/List`).
 //!
 //! [`unix`] holds the small helpers for gRPC over unix sockets (client channel, server
-//! with bounded shutdown).
+//! with bounded shutdown); [`h2front`] the connection layer in front of h2 that lets every
+//! gRPC client in, whatever `:authority` it sends.
 
+pub mod h2front;
 pub mod unix;
 
 /// Kubelet's device-plugin API.

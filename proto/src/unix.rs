@@ -7,6 +7,9 @@
 //!   forever, because `ListAndWatch` streams never end, and tonic runs each connection on
 //!   its own task, so aborting the server task leaves them open; after the grace period
 //!   every accepted socket is shut down, which ends its streams on both sides.
+//!   Every accepted socket is read through [`crate::h2front::H2Front`], so requests
+//!   are answered whatever their HTTP/2 `:authority` (the kubelet's plugin watcher sends
+//!   the socket path there), and requests h2 refuses are logged.
 
 use std::future::Future;
 use std::io;
@@ -27,6 +30,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 use tonic::transport::{Channel, Endpoint, Server, Uri};
+
+use crate::h2front::H2Front;
 
 /// How long [`connect_unix`] waits for the connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -161,7 +166,7 @@ impl Conns {
     }
 
     /// Wraps an accepted stream, remembering a duplicate of its socket.
-    fn track(&self, stream: UnixStream) -> io::Result<Tracked> {
+    fn track(&self, stream: UnixStream, socket: &Arc<str>) -> io::Result<Tracked> {
         let std = stream.into_std()?;
         let dup = std.try_clone()?;
         let alive = Arc::new(());
@@ -171,7 +176,7 @@ impl Conns {
         conns.push((Arc::downgrade(&alive), dup));
         drop(conns);
         Ok(Tracked {
-            inner: UnixStream::from_std(std)?,
+            inner: H2Front::new(UnixStream::from_std(std)?, socket.clone()),
             _alive: alive,
         })
     }
@@ -187,9 +192,10 @@ impl Conns {
     }
 }
 
-/// An accepted connection whose socket [`Conns`] can shut down from outside.
+/// An accepted connection whose socket [`Conns`] can shut down from outside, read and
+/// written through [`H2Front`] (every `:authority` accepted, refusals logged).
 struct Tracked {
-    inner: UnixStream,
+    inner: H2Front<UnixStream>,
     _alive: Arc<()>,
 }
 
@@ -197,7 +203,7 @@ impl Connected for Tracked {
     type ConnectInfo = UdsConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        self.inner.get_ref().connect_info()
     }
 }
 
@@ -255,10 +261,24 @@ impl UnixServer {
         routes: Routes,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self, UnixError> {
+        let label = path.as_ref().display().to_string();
+        Self::spawn_labelled(path, &label, routes, signal)
+    }
+
+    /// Like [`UnixServer::spawn_with_shutdown`], naming the socket `label` in log lines
+    /// (for a socket bound under a temporary name and then linked into place).
+    pub fn spawn_labelled(
+        path: impl AsRef<Path>,
+        label: &str,
+        routes: Routes,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Self, UnixError> {
         let path = path.as_ref().to_path_buf();
         let conns = Conns::default();
         let tracker = conns.clone();
-        let incoming = UnixListenerStream::new(bind_unix(&path)?).map(move |s| tracker.track(s?));
+        let label: Arc<str> = Arc::from(label);
+        let incoming =
+            UnixListenerStream::new(bind_unix(&path)?).map(move |s| tracker.track(s?, &label));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             tokio::select! {
