@@ -361,27 +361,16 @@ impl Daemon {
             let reg = RegistryService::new(name.to_string(), path.clone(), self.outcomes.clone());
             routes = routes.add_service(pr::registration_server::RegistrationServer::new(reg));
         }
-        // Create the socket under a hidden name, listen, then link it into place: kubelet's
-        // plugin watcher dials a socket as soon as it appears (and skips hidden ones), and
-        // the server's own cleanup then only ever removes the hidden name, never a newer
-        // socket of the same resource (see `Running::remove_socket`).
-        let hidden = path.with_file_name(format!(".{socket}.tmp"));
-        let server = UnixServer::spawn(&hidden, routes).map_err(|source| DaemonError::Serve {
-            resource: name.to_string(),
-            source,
-        })?;
-        let publish = || -> std::io::Result<()> {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            std::fs::hard_link(&hidden, &path)?;
-            std::fs::remove_file(&hidden)
-        };
-        publish().map_err(|source| DaemonError::Publish {
-            resource: name.to_string(),
-            path: path.clone(),
-            source,
+        let server = serve_linked(&path, routes).map_err(|e| match e {
+            ServeLinkedError::Serve(source) => DaemonError::Serve {
+                resource: name.to_string(),
+                source,
+            },
+            ServeLinkedError::Publish(source) => DaemonError::Publish {
+                resource: name.to_string(),
+                path: path.clone(),
+                source,
+            },
         })?;
         info!(resource = %name, socket = %path.display(), "serving");
         Ok((server, path))
@@ -574,6 +563,40 @@ impl Daemon {
             });
         futures::future::join_all(stops).await;
     }
+}
+
+/// Why [`serve_linked`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeLinkedError {
+    /// The hidden socket could not be served.
+    #[error(transparent)]
+    Serve(UnixError),
+    /// It could not be linked into place.
+    #[error("publish socket: {0}")]
+    Publish(std::io::Error),
+}
+
+/// Serve `routes` on `path`: create the socket under a hidden name, listen, then link it
+/// into place. Kubelet's plugin watcher dials a socket as soon as it appears (and skips
+/// hidden ones), and the server's own cleanup then only ever removes the hidden name,
+/// never a newer socket at `path` (see `Running::remove_socket`).
+pub fn serve_linked(path: &Path, routes: Routes) -> Result<UnixServer, ServeLinkedError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hidden = path.with_file_name(format!(".{name}.tmp"));
+    let server = UnixServer::spawn(&hidden, routes).map_err(ServeLinkedError::Serve)?;
+    let publish = || -> std::io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::hard_link(&hidden, path)?;
+        std::fs::remove_file(&hidden)
+    };
+    publish().map_err(ServeLinkedError::Publish)?;
+    Ok(server)
 }
 
 fn stop(mut r: Running) {
