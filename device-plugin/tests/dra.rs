@@ -611,3 +611,81 @@ async fn claim_errors_are_per_claim() {
         "claim ns1/absent (uid uid-a): get ResourceClaim: not found"
     );
 }
+
+fn daemon_options(n: &Node) -> device_plugin::daemon::DaemonOptions {
+    let d = n.dir.path();
+    device_plugin::daemon::DaemonOptions {
+        root: n.host.root().to_path_buf(),
+        config_file: None,
+        device_plugin_path: d.join("dp"),
+        device_info_dir: Some(d.join("devinfo-dp")),
+        cdi_dir: None,
+        register_backoff: std::time::Duration::from_millis(20),
+        register_backoff_max: std::time::Duration::from_millis(200),
+        pod_resources_socket: d.join("absent.sock"),
+        device_info_gc_interval: std::time::Duration::ZERO,
+        device_info_gc_grace: std::time::Duration::from_secs(120),
+        dra: Some(n.opts()),
+    }
+}
+
+#[tokio::test]
+async fn daemon_rescan_feeds_the_dra_plugin() {
+    use device_plugin::daemon::{Daemon, Lifecycle};
+    let mut n = Node::new(Profile::Cx6Dx, "");
+    let (dev, _) = n.vf(1, 6);
+    let mut d = Daemon::with_lifecycle(daemon_options(&n), Lifecycle::default()).unwrap();
+    let (_, pools) = d.scan(&n.config).unwrap();
+    d.apply(pools).unwrap();
+    d.start_dra(n.opts(), n.claims.clone()).unwrap();
+    let drv = d.dra().unwrap().driver().clone();
+    assert_eq!(drv.devices().len(), 16);
+    assert!(drv.devices().get(&dev).is_some());
+    // the device-plugin sockets and the DRA sockets, from one daemon
+    assert!(n.dir.path().join("dp/rdma_vhca.sock").exists());
+    assert!(n.opts().socket().exists() && n.opts().registration_socket().exists());
+    n.host.set_num_vfs(1, 4).unwrap();
+    d.rescan(&n.config).unwrap();
+    assert_eq!(drv.devices().len(), 12);
+    assert!(drv.devices().get(&dev).is_none());
+    d.shutdown().await;
+    assert!(!n.opts().socket().exists() && !n.opts().registration_socket().exists());
+}
+
+#[tokio::test]
+async fn daemon_serves_dra_until_shutdown() {
+    let n = Node::new(Profile::Cx6Dx, "");
+    let (dev, _) = n.vf(0, 0);
+    n.claims.put(claim("cd", "uid-d", &[("vf", dev)], vec![]));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let opts = daemon_options(&n);
+    let claims: Arc<dyn ClaimSource> = n.claims.clone();
+    let run = tokio::spawn(device_plugin::daemon::run_with_claims(
+        opts,
+        device_plugin::daemon::Lifecycle::default(),
+        Some(claims),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let reg = n.opts().registration_socket();
+    for _ in 0..500 {
+        if reg.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut k = kubelet_register(&reg, None).await;
+    let r = k.prepare(&[("cd", "uid-d")]).await;
+    assert_eq!(r["uid-d"].error, "");
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    assert!(!reg.exists());
+    // prepared claims stay in the checkpoint across the shutdown
+    assert!(
+        Checkpoint::load(&n.opts().checkpoint())
+            .unwrap()
+            .claims
+            .contains_key("uid-d")
+    );
+}

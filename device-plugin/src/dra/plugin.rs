@@ -271,26 +271,32 @@ impl DraPlugin {
             }
         })?;
         let driver = Arc::new(driver);
-        let svc = DraService::new(driver.clone());
-        let routes = Routes::new(v1::dra_plugin_server::DraPluginServer::new(svc.clone()))
-            .add_service(v1beta1::dra_plugin_server::DraPluginServer::new(svc));
-        let socket = opts.socket();
-        let dra = serve_linked(&socket, routes).map_err(|source| DraStartError::Serve {
-            driver: opts.driver.clone(),
-            path: socket.clone(),
-            source,
-        })?;
         let mut p = DraPlugin {
             opts,
             driver,
-            dra: Some(dra),
+            dra: None,
             registration: None,
             outcomes,
         };
+        p.serve_dra()?;
         p.serve_registration()?;
-        info!(driver = %p.opts.driver, socket = %socket.display(),
+        info!(driver = %p.opts.driver, socket = %p.opts.socket().display(),
               registration = %p.opts.registration_socket().display(), devices = n, "DRA kubelet plugin serving");
         Ok(p)
+    }
+
+    fn serve_dra(&mut self) -> Result<(), DraStartError> {
+        let svc = DraService::new(self.driver.clone());
+        let routes = Routes::new(v1::dra_plugin_server::DraPluginServer::new(svc.clone()))
+            .add_service(v1beta1::dra_plugin_server::DraPluginServer::new(svc));
+        let socket = self.opts.socket();
+        let server = serve_linked(&socket, routes).map_err(|source| DraStartError::Serve {
+            driver: self.opts.driver.clone(),
+            path: socket.clone(),
+            source,
+        })?;
+        self.dra = Some(server);
+        Ok(())
     }
 
     fn serve_registration(&mut self) -> Result<(), DraStartError> {
@@ -314,6 +320,14 @@ impl DraPlugin {
     /// plugin watcher tries again.
     pub fn restart_registration(&mut self) -> Result<(), DraStartError> {
         drop(self.registration.take());
+        self.serve_registration()
+    }
+
+    /// Serve both sockets anew (one vanished or its server stopped): `dra.sock` first.
+    pub fn restart(&mut self) -> Result<(), DraStartError> {
+        drop(self.registration.take());
+        drop(self.dra.take());
+        self.serve_dra()?;
         self.serve_registration()
     }
 
