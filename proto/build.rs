@@ -2,10 +2,12 @@
 
 use std::error::Error;
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 5] = [
     "deviceplugin/v1beta1/api.proto",
     "pluginregistration/v1/api.proto",
     "podresources/v1/api.proto",
+    "dra/v1/api.proto",
+    "dra/v1beta1/api.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -224,8 +224,8 @@ pub fn device_info_file(prefix: &str, name: &str, pci: &str) -> String {
     format!("{prefix}-{name}-{pci}-device.json")
 }
 
-/// Write `doc` to `dir/file` atomically (temp file + rename).
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Write `bytes` to `path` atomically (temp file + rename), creating its directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -41,7 +41,8 @@ pub fn spec_path(dir: &Path, r: &Resource) -> PathBuf {
     dir.join(format!("{}-{}.json", r.config.prefix, r.config.name))
 }
 
-fn nodes(specs: Vec<DeviceSpec>) -> Vec<Value> {
+/// CDI `deviceNodes` entries of `specs`.
+pub fn nodes(specs: Vec<DeviceSpec>) -> Vec<Value> {
     specs
         .into_iter()
         .map(|s| json!({"path": s.container_path, "hostPath": s.host_path, "permissions": s.permissions}))

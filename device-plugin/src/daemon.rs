@@ -15,11 +15,19 @@
 //! safety poll (our sockets gone, `kubelet.sock` replaced unseen), and SIGTERM -> stop
 //! serving and remove our sockets. With [`Lifecycle::plugins_registry`] each resource is
 //! found by kubelet's plugin watcher ([`crate::registration`]) instead of `Register`.
+//!
+//! With [`DaemonOptions::dra`] the same daemon is also a DRA driver ([`crate::dra`]): its
+//! kubelet plugin is started after the first scan, gets the served VF pools after every
+//! [`Daemon::apply`], and [`Daemon::dra_devices_changed`] is where ResourceSlices are
+//! published from.
 
 use crate::allocate::AllocateOptions;
 use crate::cdi;
 use crate::config::{Config, ConfigError};
 use crate::device_info_gc;
+use crate::dra::claims::{ClaimSource, KubeClaims};
+use crate::dra::devices::DraDevices;
+use crate::dra::plugin::{DraOptions, DraPlugin, DraStartError};
 use crate::events::{self, Event};
 use crate::health;
 use crate::pools::{Pools, Resource};
@@ -67,6 +75,12 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The DRA kubelet plugin could not start.
+    #[error(transparent)]
+    Dra(#[from] DraStartError),
+    /// No API server client for the DRA driver.
+    #[error("DRA driver: API server client: {0}")]
+    DraClient(crate::dra::claims::ClaimSourceError),
     /// The device-plugin directory could not be created.
     #[error("create device-plugin directory {path}: {source}")]
     PluginDir {
@@ -101,6 +115,8 @@ pub struct DaemonOptions {
     pub device_info_gc_interval: Duration,
     /// How long a new device-info file is kept even when no pod lists its device.
     pub device_info_gc_grace: Duration,
+    /// Also serve the VF pools as this DRA driver (`--dra`).
+    pub dra: Option<DraOptions>,
 }
 
 impl DaemonOptions {
@@ -216,6 +232,8 @@ pub struct Daemon {
     outcomes_rx: Option<mpsc::UnboundedReceiver<RegistrationOutcome>>,
     /// The `kubelet.sock` our registrations went to.
     kubelet_id: Option<FileId>,
+    /// The DRA kubelet plugin, once started.
+    dra: Option<DraPlugin>,
 }
 
 impl Daemon {
@@ -249,7 +267,43 @@ impl Daemon {
             outcomes,
             outcomes_rx: Some(outcomes_rx),
             kubelet_id,
+            dra: None,
         })
+    }
+
+    /// Start the DRA kubelet plugin with `opts`, reading claims from `claims`, offering
+    /// the VF pools served now (call after the first [`Daemon::apply`]).
+    pub fn start_dra(
+        &mut self,
+        opts: DraOptions,
+        claims: Arc<dyn ClaimSource>,
+    ) -> Result<(), DaemonError> {
+        let devices = self.dra_devices();
+        let p = DraPlugin::start(opts, claims, devices.clone(), self.outcomes.clone())?;
+        self.dra = Some(p);
+        self.dra_devices_changed(&devices);
+        Ok(())
+    }
+
+    /// The DRA kubelet plugin, when running.
+    pub fn dra(&self) -> Option<&DraPlugin> {
+        self.dra.as_ref()
+    }
+
+    /// The DRA devices of the pools served now (health as judged across scans).
+    fn dra_devices(&self) -> DraDevices {
+        DraDevices::from_resources(self.running.values().map(|r| r.tx.borrow().clone()))
+    }
+
+    /// HOOK for the ResourceSlice publisher (issue 12, slices side): called with the DRA
+    /// devices now offered at DRA start and after every [`Daemon::apply`] that changed a
+    /// served resource (rescan, config reload, health change, VF gone). The publisher is
+    /// to be called from here; until it is wired this only logs.
+    fn dra_devices_changed(&mut self, devices: &DraDevices) {
+        let Some(p) = &self.dra else {
+            return;
+        };
+        debug!(driver = %p.name(), devices = devices.len(), "DRA devices changed");
     }
 
     /// The lifecycle settings.
@@ -293,6 +347,7 @@ impl Daemon {
             .filter(|k| !wanted.contains(*k))
             .cloned()
             .collect();
+        let mut changed = !gone.is_empty();
         for name in gone {
             if let Some(r) = self.running.remove(&name) {
                 info!(resource = %name, "resource removed");
@@ -306,6 +361,7 @@ impl Daemon {
                 let same =
                     run.tx.borrow().devices == r.devices && run.tx.borrow().config == r.config;
                 if !same {
+                    changed = true;
                     self.side_files(&r);
                     let healthy = r.advertised().iter().filter(|a| a.healthy).count();
                     info!(resource = %name, devices = r.advertised().len(), healthy, "resource updated");
@@ -316,6 +372,12 @@ impl Daemon {
             self.side_files(&r);
             let run = self.start(r)?;
             self.running.insert(name, run);
+            changed = true;
+        }
+        if changed && let Some(p) = &self.dra {
+            let devices = self.dra_devices();
+            p.driver().set_devices(devices.clone());
+            self.dra_devices_changed(&devices);
         }
         Ok(())
     }
@@ -361,30 +423,16 @@ impl Daemon {
             let reg = RegistryService::new(name.to_string(), path.clone(), self.outcomes.clone());
             routes = routes.add_service(pr::registration_server::RegistrationServer::new(reg));
         }
-        // Create the socket under a hidden name, listen, then link it into place: kubelet's
-        // plugin watcher dials a socket as soon as it appears (and skips hidden ones), and
-        // the server's own cleanup then only ever removes the hidden name, never a newer
-        // socket of the same resource (see `Running::remove_socket`).
-        let hidden = path.with_file_name(format!(".{socket}.tmp"));
-        // Log lines about this socket's connections name where the kubelet dials it.
-        let label = path.display().to_string();
-        let server = UnixServer::spawn_labelled(&hidden, &label, routes, std::future::pending())
-            .map_err(|source| DaemonError::Serve {
+        let server = serve_linked(&path, routes).map_err(|e| match e {
+            ServeLinkedError::Serve(source) => DaemonError::Serve {
                 resource: name.to_string(),
                 source,
-            })?;
-        let publish = || -> std::io::Result<()> {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            std::fs::hard_link(&hidden, &path)?;
-            std::fs::remove_file(&hidden)
-        };
-        publish().map_err(|source| DaemonError::Publish {
-            resource: name.to_string(),
-            path: path.clone(),
-            source,
+            },
+            ServeLinkedError::Publish(source) => DaemonError::Publish {
+                resource: name.to_string(),
+                path: path.clone(),
+                source,
+            },
         })?;
         info!(resource = %name, socket = %path.display(), "serving");
         Ok((server, path))
@@ -408,6 +456,11 @@ impl Daemon {
 
     /// Recreate the socket of `name` and register it again (kubelet restarted).
     pub fn restart_resource(&mut self, name: &str) -> Result<(), DaemonError> {
+        if let Some(p) = self.dra.as_mut().filter(|p| p.name() == name) {
+            // the kubelet refused the DRA registration: a new socket makes it try again
+            p.restart_registration()?;
+            return Ok(());
+        }
         let Some(run) = self.running.get_mut(name) else {
             return Ok(());
         };
@@ -516,6 +569,10 @@ impl Daemon {
             warn!(resource = %name, "socket gone; serving and registering again");
             self.restart_resource(&name)?;
         }
+        if let Some(p) = self.dra.as_mut().filter(|p| p.needs_restart()) {
+            warn!(driver = %p.name(), "DRA socket gone; serving both again");
+            p.restart()?;
+        }
         Ok(())
     }
 
@@ -561,6 +618,9 @@ impl Daemon {
 
     /// Stop every server and remove the sockets.
     pub async fn shutdown(mut self) {
+        if let Some(p) = self.dra.take() {
+            p.shutdown().await;
+        }
         // all at once: each open ListAndWatch stream holds its server for the grace period
         let stops = std::mem::take(&mut self.running)
             .into_iter()
@@ -577,6 +637,43 @@ impl Daemon {
             });
         futures::future::join_all(stops).await;
     }
+}
+
+/// Why [`serve_linked`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeLinkedError {
+    /// The hidden socket could not be served.
+    #[error(transparent)]
+    Serve(UnixError),
+    /// It could not be linked into place.
+    #[error("publish socket: {0}")]
+    Publish(std::io::Error),
+}
+
+/// Serve `routes` on `path`: create the socket under a hidden name, listen, then link it
+/// into place. Kubelet's plugin watcher dials a socket as soon as it appears (and skips
+/// hidden ones), and the server's own cleanup then only ever removes the hidden name,
+/// never a newer socket at `path` (see `Running::remove_socket`).
+pub fn serve_linked(path: &Path, routes: Routes) -> Result<UnixServer, ServeLinkedError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hidden = path.with_file_name(format!(".{name}.tmp"));
+    // Log lines about this socket's connections name where the kubelet dials it.
+    let label = path.display().to_string();
+    let server = UnixServer::spawn_labelled(&hidden, &label, routes, std::future::pending())
+        .map_err(ServeLinkedError::Serve)?;
+    let publish = || -> std::io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::hard_link(&hidden, path)?;
+        std::fs::remove_file(&hidden)
+    };
+    publish().map_err(ServeLinkedError::Publish)?;
+    Ok(server)
 }
 
 fn stop(mut r: Running) {
@@ -781,10 +878,29 @@ impl Daemon {
     }
 }
 
-/// [`run`] living by `lifecycle`: the event loop of the module docs.
+/// [`run`] living by `lifecycle`: the event loop of the module docs. With
+/// [`DaemonOptions::dra`], claims are read from the API server kube's config inference
+/// finds (kubeconfig, else in-cluster).
 pub async fn run_with(
     opts: DaemonOptions,
     lifecycle: Lifecycle,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let claims: Option<Arc<dyn ClaimSource>> = match &opts.dra {
+        None => None,
+        Some(_) => Some(Arc::new(
+            KubeClaims::infer().await.map_err(DaemonError::DraClient)?,
+        )),
+    };
+    run_with_claims(opts, lifecycle, claims, shutdown).await
+}
+
+/// [`run_with`] reading DRA claims from `claims` (used when [`DaemonOptions::dra`] is
+/// set).
+pub async fn run_with_claims(
+    opts: DaemonOptions,
+    lifecycle: Lifecycle,
+    claims: Option<Arc<dyn ClaimSource>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let t0 = Instant::now();
@@ -799,6 +915,9 @@ pub async fn run_with(
         info!(resource = %r.full_name(), devices = r.advertised().len(), "resource");
     }
     daemon.apply(pools)?;
+    if let (Some(dra), Some(claims)) = (daemon.options().dra.clone(), claims) {
+        daemon.start_dra(dra, claims)?;
+    }
     info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         plugins_registry = ?daemon.lifecycle().plugins_registry,

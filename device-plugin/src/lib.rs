@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod device_info_gc;
 pub mod discover;
+pub mod dra;
 pub mod events;
 pub mod health;
 pub mod pools;

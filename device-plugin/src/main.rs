@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use device_plugin::config::{Config, DEFAULT_CONFIG_FILE};
 use device_plugin::daemon::{DaemonOptions, Lifecycle, run_with};
-use device_plugin::{allocate, cdi, device_info_gc, discover};
+use device_plugin::{allocate, cdi, device_info_gc, discover, dra};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -59,6 +59,22 @@ struct Cli {
     /// restarts are normally seen at once through inotify.
     #[arg(long, default_value_t = 15)]
     safety_poll_interval: u64,
+    /// Also be a DRA driver: publish the VF pools' devices and serve the DRA kubelet
+    /// plugin (needs API server access: kubeconfig or in-cluster).
+    #[arg(long)]
+    dra: bool,
+    /// DRA driver name (a DNS subdomain); also the CDI vendor of its devices.
+    #[arg(long, default_value = dra::DEFAULT_DRIVER_NAME)]
+    dra_driver_name: String,
+    /// DRA plugin dir (dra.sock, checkpoint). Default: /var/lib/kubelet/plugins/<driver>.
+    #[arg(long)]
+    dra_plugin_dir: Option<PathBuf>,
+    /// Where the DRA registration socket `<driver>-reg.sock` goes (kubelet's plugin watcher).
+    #[arg(long, default_value = proto::PLUGINS_REGISTRY_PATH)]
+    dra_registry_dir: PathBuf,
+    /// Where DRA claims' device-info files go.
+    #[arg(long, default_value = dra::prepare::DEFAULT_DEVICE_INFO_DIR)]
+    dra_device_info_dir: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -125,6 +141,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         None => {
+            let dra = cli.dra.then(|| dra_options(&cli));
             let opts = DaemonOptions {
                 root: cli.root,
                 config_file,
@@ -136,6 +153,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 pod_resources_socket: cli.pod_resources_socket,
                 device_info_gc_interval: Duration::from_secs(cli.device_info_gc_interval),
                 device_info_gc_grace: Duration::from_secs(cli.device_info_gc_grace),
+                dra,
             };
             let lifecycle = Lifecycle {
                 plugins_registry: cli.plugins_registry,
@@ -152,6 +170,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The DRA plugin's settings from the flags (CDI specs go to `--cdi-dir`).
+fn dra_options(cli: &Cli) -> dra::plugin::DraOptions {
+    let mut d = dra::plugin::DraOptions::new(&cli.dra_driver_name);
+    if let Some(p) = &cli.dra_plugin_dir {
+        d.plugin_dir = p.clone();
+    }
+    d.registry_dir = cli.dra_registry_dir.clone();
+    d.cdi_dir = cli.cdi_dir.clone();
+    d.device_info_dir = Some(cli.dra_device_info_dir.clone());
+    d
 }
 
 /// SIGTERM or SIGINT.

@@ -183,6 +183,19 @@ impl Resource {
         }
     }
 
+    /// What a container of this resource gets mounted besides the device itself:
+    /// (RDMA char devices, `/dev/vhost-net` + `/dev/net/tun`).
+    pub fn mounts(&self) -> (bool, bool) {
+        match self.config.kind {
+            ResourceKind::VfPool {
+                mount_rdma,
+                mount_vhost_net,
+                ..
+            } => (mount_rdma, mount_vhost_net),
+            ResourceKind::SharedHca { .. } => (false, false),
+        }
+    }
+
     /// The pool's allocation policy (spread for shared resources).
     pub fn policy(&self) -> AllocationPolicy {
         match self.config.kind {

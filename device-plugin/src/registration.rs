@@ -21,12 +21,14 @@ pub struct RegistrationOutcome {
     pub error: Option<String>,
 }
 
-/// The `pluginregistration.Registration` service of one resource.
+/// The `pluginregistration.Registration` service of one resource (or DRA driver).
 #[derive(Debug, Clone)]
 pub struct RegistryService {
     resource: String,
     endpoint: PathBuf,
     outcomes: mpsc::UnboundedSender<RegistrationOutcome>,
+    plugin_type: &'static str,
+    versions: Vec<String>,
 }
 
 impl RegistryService {
@@ -41,19 +43,39 @@ impl RegistryService {
             resource,
             endpoint,
             outcomes,
+            plugin_type: proto::DEVICE_PLUGIN_TYPE,
+            versions: proto::SUPPORTED_VERSIONS
+                .iter()
+                .map(|v| (*v).to_string())
+                .collect(),
+        }
+    }
+
+    /// The service of the DRA driver `driver`, whose `DRAPlugin` services are served at
+    /// `endpoint`: type `DRAPlugin`, versions [`proto::dra::SUPPORTED_SERVICES`] (the
+    /// kubelet takes the first it knows).
+    pub fn dra(
+        driver: String,
+        endpoint: PathBuf,
+        outcomes: mpsc::UnboundedSender<RegistrationOutcome>,
+    ) -> Self {
+        RegistryService {
+            plugin_type: proto::dra::PLUGIN_TYPE,
+            versions: proto::dra::SUPPORTED_SERVICES
+                .iter()
+                .map(|v| (*v).to_string())
+                .collect(),
+            ..RegistryService::new(driver, endpoint, outcomes)
         }
     }
 
     /// The `GetInfo` answer.
     pub fn info(&self) -> pr::PluginInfo {
         pr::PluginInfo {
-            r#type: proto::DEVICE_PLUGIN_TYPE.into(),
+            r#type: self.plugin_type.into(),
             name: self.resource.clone(),
             endpoint: self.endpoint.display().to_string(),
-            supported_versions: proto::SUPPORTED_VERSIONS
-                .iter()
-                .map(|v| (*v).to_string())
-                .collect(),
+            supported_versions: self.versions.clone(),
         }
     }
 }
@@ -64,7 +86,7 @@ impl pr::registration_server::Registration for RegistryService {
         &self,
         _: Request<pr::InfoRequest>,
     ) -> Result<Response<pr::PluginInfo>, Status> {
-        info!(resource = %self.resource, endpoint = %self.endpoint.display(), "plugin watcher: GetInfo");
+        info!(resource = %self.resource, r#type = self.plugin_type, endpoint = %self.endpoint.display(), "plugin watcher: GetInfo");
         Ok(Response::new(self.info()))
     }
 
@@ -104,6 +126,16 @@ mod tests {
         assert_eq!(i.name, "rdma/hca");
         assert_eq!(i.endpoint, "/r/rdma_hca.sock");
         assert_eq!(i.supported_versions, vec!["v1beta1"]);
+        let d = RegistryService::dra("x.io".into(), "/p/x.io/dra.sock".into(), s.outcomes.clone());
+        let d = d.get_info(Request::new(pr::InfoRequest {})).await.unwrap();
+        let d = d.into_inner();
+        assert_eq!(d.r#type, "DRAPlugin");
+        assert_eq!(d.name, "x.io");
+        assert_eq!(d.endpoint, "/p/x.io/dra.sock");
+        assert_eq!(
+            d.supported_versions,
+            vec!["v1.DRAPlugin", "v1beta1.DRAPlugin"]
+        );
         s.notify_registration_status(Request::new(pr::RegistrationStatus {
             plugin_registered: false,
             error: "nope".into(),

@@ -40,6 +40,7 @@ fn options(dir: &Path, root: &Path) -> DaemonOptions {
         pod_resources_socket: dir.join("absent.sock"),
         device_info_gc_interval: Duration::ZERO,
         device_info_gc_grace: Duration::from_secs(120),
+        dra: None,
     }
 }
 

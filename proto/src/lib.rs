@@ -7,10 +7,13 @@
 //!   [`PLUGINS_REGISTRY_PATH`] instead of calling `Register`.
 //! - [`podresources::v1`]: `PodResourcesLister`, served by the kubelet on
 //!   [`POD_RESOURCES_SOCKET`].
+//! - [`dra::v1`], [`dra::v1beta1`]: `DRAPlugin`, served by a DRA driver's kubelet plugin
+//!   (`k8s.io/kubelet/pkg/apis/dra/v1`, protobuf package `k8s.io.kubelet.pkg.apis.dra.v1`).
 //!
 //! Package, service, message and field names and numbers are exactly kubelet's, so the
 //! gRPC paths are too (`/v1beta1.Registration/Register`, `/v1beta1.DevicePlugin/Allocate`,
-//! `/pluginregistration.Registration/GetInfo`, `/v1.PodResourcesLister/List`).
+//! `/pluginregistration.Registration/GetInfo`, `/v1.PodResourcesLister/List`,
+//! `/k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin/NodePrepareResources`).
 //!
 //! [`unix`] holds the small helpers for gRPC over unix sockets (client channel, server
 //! with bounded shutdown); [`h2front`] the connection layer in front of h2 that lets every
@@ -41,6 +44,34 @@ pub mod podresources {
     pub mod v1 {
         tonic::include_proto!("v1");
     }
+}
+
+/// Kubelet's DRA plugin API.
+pub mod dra {
+    /// `k8s.io/kubelet/pkg/apis/dra/v1` (protobuf package `k8s.io.kubelet.pkg.apis.dra.v1`).
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("k8s.io.kubelet.pkg.apis.dra.v1");
+    }
+    /// `k8s.io/kubelet/pkg/apis/dra/v1beta1` (same messages as v1, older package).
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1beta1 {
+        tonic::include_proto!("k8s.io.kubelet.pkg.apis.dra.v1beta1");
+    }
+
+    /// `PluginInfo.type` of a DRA kubelet plugin.
+    pub const PLUGIN_TYPE: &str = "DRAPlugin";
+    /// `supported_versions` entry of the v1 service (kubelet's `DRAPluginService`).
+    pub const V1_SERVICE: &str = "v1.DRAPlugin";
+    /// `supported_versions` entry of the v1beta1 service.
+    pub const V1BETA1_SERVICE: &str = "v1beta1.DRAPlugin";
+    /// What a plugin serving both lists, most recent first: the kubelet picks the first
+    /// one it knows (1.34 knows both, 1.32-1.33 only v1beta1).
+    pub const SUPPORTED_SERVICES: [&str; 2] = [V1_SERVICE, V1BETA1_SERVICE];
+    /// Where kubelet plugins keep their own sockets (`<dir>/<driver>/dra.sock`).
+    pub const KUBELET_PLUGINS_DIR: &str = "/var/lib/kubelet/plugins";
+    /// File name of a DRA plugin's service socket in its plugin dir.
+    pub const DRA_SOCKET_NAME: &str = "dra.sock";
 }
 
 /// Device-plugin API version a plugin puts in `RegisterRequest.version`.

@@ -236,3 +236,63 @@ impl podres::pod_resources_lister_server::PodResourcesLister for Pl {
         Err(tonic::Status::unimplemented("test"))
     }
 }
+
+/// The DRA service paths the kubelet calls, for both packages, and the names it lists in
+/// `supported_versions` (`<last package component>.DRAPlugin`).
+#[test]
+fn dra_method_paths_are_kubelets() {
+    use crate::dra;
+    let generated = [
+        include_str!(concat!(
+            env!("OUT_DIR"),
+            "/k8s.io.kubelet.pkg.apis.dra.v1.rs"
+        )),
+        include_str!(concat!(
+            env!("OUT_DIR"),
+            "/k8s.io.kubelet.pkg.apis.dra.v1beta1.rs"
+        )),
+    ]
+    .concat();
+    for pkg in ["v1", "v1beta1"] {
+        for method in ["NodePrepareResources", "NodeUnprepareResources"] {
+            let p = format!("/k8s.io.kubelet.pkg.apis.dra.{pkg}.DRAPlugin/{method}");
+            assert!(generated.contains(&format!("\"{p}\"")), "{p} not generated");
+        }
+    }
+    assert_eq!(
+        dra::SUPPORTED_SERVICES,
+        ["v1.DRAPlugin", "v1beta1.DRAPlugin"]
+    );
+}
+
+/// Field numbers of the DRA messages, checked on the wire.
+#[test]
+fn dra_field_numbers() {
+    use crate::dra::v1 as d;
+    let c = d::Claim {
+        namespace: "n".into(),
+        uid: "u".into(),
+        name: "m".into(),
+    };
+    assert_eq!(
+        c.encode_to_vec(),
+        [ld_tag(1), 1, b'n', ld_tag(2), 1, b'u', ld_tag(3), 1, b'm']
+    );
+    let dev = d::Device {
+        request_names: vec!["r".into()],
+        pool_name: "p".into(),
+        device_name: "x".into(),
+        cdi_device_ids: vec!["a/b=c".into()],
+    };
+    let b = dev.encode_to_vec();
+    assert_eq!(&b[..6], [ld_tag(1), 1, b'r', ld_tag(2), 1, b'p']);
+    assert_eq!(&b[6..9], [ld_tag(3), 1, b'x']);
+    assert_eq!(&b[9..11], [ld_tag(4), 5]);
+    let r = d::NodePrepareResourceResponse {
+        devices: vec![],
+        error: "e".into(),
+    };
+    assert_eq!(r.encode_to_vec(), [ld_tag(2), 1, b'e']);
+    let u = d::NodeUnprepareResourceResponse { error: "e".into() };
+    assert_eq!(u.encode_to_vec(), [ld_tag(1), 1, b'e']);
+}
