@@ -11,6 +11,7 @@
 //! - [`preferred`]: the GetPreferredAllocation policy.
 //! - [`service`]: the gRPC `DevicePlugin` service of one resource; [`daemon`]: serving,
 //!   registering and reconciling all of them.
+//! - [`dra`]: the DRA edge: ResourceSlices of this node and their publisher.
 //! - [`events`]: what changes under the daemon; [`health`]: device health across rescans;
 //!   [`registration`]: the `plugins_registry` path (`pluginregistration.v1`).
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod device_info_gc;
 pub mod discover;
+pub mod dra;
 pub mod events;
 pub mod health;
 pub mod pools;
