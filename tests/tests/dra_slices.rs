@@ -1,5 +1,6 @@
 //! DRA ResourceSlices: the publisher (kube 5 client) against the API server stand-in,
 //! over real HTTP on loopback, for the simulated hosts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use device_plugin::config::Config;
 use device_plugin::dra::publish::Publisher;
