@@ -41,6 +41,9 @@ cargo nextest run -p node-tests --test device_plugin_lifecycle --no-capture kube
 log "daemon idle CPU over 60 s and re-registration on the 1024-VF host"
 cargo bench -q -p node-tests --bench device_plugin_idle 2>/dev/null | tee "$out/idle.txt"
 
+log "DRA ResourceSlices for 1024 VFs to the API server stand-in"
+cargo bench -q -p node-tests --bench dra_publish 2>/dev/null | tee "$out/dra-publish.txt"
+
 log "sriov ADD/DEL (veth stand-in VF, real netns)"
 cargo bench -q -p sriov-cni --bench add_del 2>/dev/null | tee "$out/sriov.txt"
 
@@ -72,6 +75,8 @@ sr_ipam=$(pick '^binary\+host-local' "$out/sriov.txt" '(ADD p50.*)')
 rtt=$(pick '^netlink round trips' "$out/sriov.txt" 'netlink round trips: (.*)')
 instr=$(sed -E 's/.*Collected : ([0-9]+).*/\1/' "$out/callgrind.txt" 2>/dev/null || true)
 syscalls=$(awk '/total/ {print $4}' "$out/strace.txt" 2>/dev/null || true)
+dra_first=$(pick '^first publish' "$out/dra-publish.txt" '(p50 [0-9.]+ ms .* sent +[0-9]+ B)')
+dra_change=$(pick '^one VF gone' "$out/dra-publish.txt" '(p50 [0-9.]+ ms .* sent +[0-9]+ B)')
 size() { stat -c %s "target/release/$1" 2>/dev/null | awk '{printf "%.1f MB", $1/1048576}'; }
 
 {
@@ -94,6 +99,8 @@ echo "| cold start to all resources registered, 1024 VFs | ${cold:-n/a} | |"
 echo "| re-registration after kubelet restart (100 restarts, cx6dx) | ${rereg:-n/a} | < 1 s |"
 echo "| re-registration after kubelet restart (20 restarts, 1024 VFs) | ${rereg_large:-n/a} | < 1 s |"
 echo "| daemon idle CPU over 60 s, 1024 VFs | ${idle:-n/a} | no busy polling |"
+echo "| DRA: publish ResourceSlices, 1024 VFs (8 slices, stand-in over loopback) | ${dra_first:-n/a} | |"
+echo "| DRA: one VF gone, 1024 VFs (generation bump, 8 updates) | ${dra_change:-n/a} | |"
 echo "| sriov ADD/DEL in process, no IPAM (veth stand-in) | ${sr_in:-n/a} | ADD p50 < 5 ms |"
 echo "| sriov ADD/DEL in process: CPU time of the thread (user + system) | ${sr_cpu:-n/a} | |"
 echo "| kernel floor: the bare netns move in (ADD) and back (DEL), same veth | ${sr_floor:-n/a} | (kernel RCU waits) |"
@@ -114,7 +121,7 @@ echo "${lab:-no lab results: run ./scripts/vmlab.sh}"
 echo '```'
 echo
 echo "## Raw"
-for f in inventory device-plugin reregistration idle sriov; do
+for f in inventory device-plugin reregistration idle dra-publish sriov; do
     echo
     echo "### $f"
     echo '```'

@@ -13,7 +13,7 @@
 //! | `config/` | sample daemon config files, one per format (owned by the device plugin) |
 //!
 //! # How strict the reader is
-//! Each YAML document is deserialised into its k8s-openapi type (Kubernetes 1.33 API) or
+//! Each YAML document is deserialised into its k8s-openapi type (Kubernetes 1.34 API) or
 //! our [`NetworkAttachmentDefinition`]. k8s-openapi skips unknown fields, as the API
 //! server does, so a typo such as `hostNetwrok` would deploy and silently do nothing;
 //! [`deserialize_strict`] tracks every skipped field with `serde_ignored` and rejects the

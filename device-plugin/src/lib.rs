@@ -11,6 +11,7 @@
 //! - [`preferred`]: the GetPreferredAllocation policy.
 //! - [`service`]: the gRPC `DevicePlugin` service of one resource; [`daemon`]: serving,
 //!   registering and reconciling all of them.
+//! - [`dra`]: the DRA edge: ResourceSlices of this node and their publisher.
 //! - [`events`]: what changes under the daemon; [`health`]: device health across rescans;
 //!   [`registration`]: the `plugins_registry` path (`pluginregistration.v1`).
 

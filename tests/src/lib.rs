@@ -20,6 +20,7 @@
 //!
 //! [`simhost`] is re-exported so tests can combine simulated hosts with the simulator.
 
+pub mod apiserver;
 pub mod bins;
 mod error;
 pub mod fswait;

@@ -7,12 +7,17 @@
 //! - [`checkpoint`]: prepared claims on disk, so they survive a restart.
 //! - [`prepare`]: NodePrepareResources / NodeUnprepareResources as domain code.
 //! - [`plugin`]: the kubelet plugin: gRPC `DRAPlugin` v1 and v1beta1, registration.
+//! - [`slices`]: pools -> the ResourceSlices of this node (device names, attributes,
+//!   128-device chunks of one pool).
+//! - [`publish`]: syncing those slices to the API server and removing them on shutdown.
 
 pub mod checkpoint;
 pub mod claims;
 pub mod devices;
 pub mod plugin;
 pub mod prepare;
+pub mod publish;
+pub mod slices;
 pub mod vfconfig;
 
 /// The driver name unless `--dra-driver-name` says otherwise (a DNS subdomain).

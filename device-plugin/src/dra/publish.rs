@@ -1,0 +1,262 @@
+//! Keeping this node's ResourceSlices on the API server equal to what the pools offer.
+//!
+//! Wiring (the daemon): make one [`Publisher`] at start, call [`Publisher::sync`] after
+//! every rescan and health change with [`super::slices::node_devices`] of the refined
+//! pools (cheap when nothing changed: one list, no writes), and
+//! [`Publisher::shutdown`] on a clean stop with whether any claim is still prepared.
+//!
+//! ```no_run
+//! # async fn wire(client: kube::Client, src: device_plugin::dra::slices::SliceSource<'_>)
+//! # -> Result<(), device_plugin::dra::publish::PublishError> {
+//! use device_plugin::dra::{publish::Publisher, slices::node_devices};
+//! let mut p = Publisher::new(client, "node-1", "sriov.rdma.example.org")?;
+//! p.sync(node_devices(&src, p.driver())).await?; // on every rescan / health change
+//! p.shutdown(false).await?; // no claim prepared: the slices go
+//! # Ok(()) }
+//! ```
+//!
+//! A sync lists the slices by `fieldSelector=spec.nodeName=<node>,spec.driver=<driver>`
+//! (both are field selectors the real API server supports for ResourceSlices), compares
+//! them with the desired ones, and when anything differs rewrites the pool at the next
+//! generation: updates (PUT with the listed resourceVersion) the slices that exist,
+//! creates the missing ones, then deletes the extra ones. A conflict (someone else wrote
+//! in between) re-lists and tries once more.
+
+use super::slices::{SliceError, build_slices, check_names};
+use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use std::collections::BTreeMap;
+
+/// A failed API call, naming the operation and the slice.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The API server refused or could not be reached.
+    #[error("{op} ResourceSlice {slice}: {source}")]
+    Api {
+        /// `list`, `create`, `update` or `delete`.
+        op: &'static str,
+        /// The slice name (or the field selector for a list).
+        slice: String,
+        /// What kube reported.
+        #[source]
+        source: kube::Error,
+    },
+    /// The node or driver name cannot make valid slices.
+    #[error(transparent)]
+    Name(#[from] SliceError),
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The pool generation now published.
+    pub generation: i64,
+    /// Slices in the pool.
+    pub slices: usize,
+    /// Devices in the pool.
+    pub devices: usize,
+    /// Slices created.
+    pub created: usize,
+    /// Slices updated.
+    pub updated: usize,
+    /// Slices deleted.
+    pub deleted: usize,
+}
+
+impl SyncReport {
+    /// Whether the sync wrote nothing.
+    pub fn unchanged(&self) -> bool {
+        self.created + self.updated + self.deleted == 0
+    }
+}
+
+/// Publishes the ResourceSlices of one node's pool for one driver.
+#[derive(Clone)]
+pub struct Publisher {
+    api: Api<ResourceSlice>,
+    node: String,
+    driver: String,
+    /// The highest generation this process published: never goes back, even if someone
+    /// deletes our slices between syncs.
+    generation: i64,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("node", &self.node)
+            .field("driver", &self.driver)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+fn api_err(op: &'static str, slice: &str) -> impl FnOnce(kube::Error) -> PublishError {
+    let slice = slice.to_string();
+    move |source| PublishError::Api { op, slice, source }
+}
+
+fn is_conflict(e: &PublishError) -> bool {
+    matches!(e, PublishError::Api { source: kube::Error::Api(s), .. } if s.code == 409)
+}
+
+impl Publisher {
+    /// A publisher for `node`'s pool under `driver`, writing through `client`. Refuses a
+    /// driver that is not a DNS subdomain of at most 63 characters, or names that make
+    /// slice names over 253.
+    pub fn new(
+        client: kube::Client,
+        node: impl Into<String>,
+        driver: impl Into<String>,
+    ) -> Result<Self, PublishError> {
+        let (node, driver) = (node.into(), driver.into());
+        check_names(&node, &driver)?;
+        Ok(Publisher {
+            api: Api::all(client),
+            node,
+            driver,
+            generation: 0,
+        })
+    }
+
+    /// The driver name.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// The node name (= pool name).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn selector(&self) -> String {
+        format!("spec.nodeName={},spec.driver={}", self.node, self.driver)
+    }
+
+    async fn list(&self) -> Result<Vec<ResourceSlice>, PublishError> {
+        let sel = self.selector();
+        let lp = ListParams::default().fields(&sel);
+        let list = self.api.list(&lp).await.map_err(api_err("list", &sel))?;
+        Ok(list.items)
+    }
+
+    /// Make the API hold exactly `devices` (sorted by name, as
+    /// [`super::slices::node_devices`] returns them) in this node's pool.
+    pub async fn sync(&mut self, devices: Vec<Device>) -> Result<SyncReport, PublishError> {
+        match self.sync_once(&devices).await {
+            Err(e) if is_conflict(&e) => {
+                tracing::info!(error = %e, "ResourceSlice changed under us; listing again");
+                self.sync_once(&devices).await
+            }
+            r => r,
+        }
+    }
+
+    async fn sync_once(&mut self, devices: &[Device]) -> Result<SyncReport, PublishError> {
+        let listed = self.list().await?;
+        let mut existing: BTreeMap<String, ResourceSlice> = listed
+            .into_iter()
+            .filter_map(|s| s.metadata.name.clone().map(|n| (n, s)))
+            .collect();
+        let published_gen = existing
+            .values()
+            .map(|s| s.spec.pool.generation)
+            .max()
+            .unwrap_or(0);
+        self.generation = self.generation.max(published_gen);
+        // Unchanged: the desired slices at the published generation are exactly there.
+        let same = build_slices(&self.node, &self.driver, devices, published_gen);
+        let unchanged = !existing.is_empty()
+            && same.len() == existing.len()
+            && same.iter().all(|d| {
+                d.metadata
+                    .name
+                    .as_ref()
+                    .and_then(|n| existing.get(n))
+                    .is_some_and(|e| e.spec == d.spec)
+            });
+        let mut report = SyncReport {
+            generation: published_gen,
+            slices: same.len(),
+            devices: devices.len(),
+            ..Default::default()
+        };
+        if unchanged {
+            return Ok(report);
+        }
+        let generation = self.generation + 1;
+        let desired = build_slices(&self.node, &self.driver, devices, generation);
+        report.generation = generation;
+        let pp = PostParams::default();
+        for mut s in desired {
+            let name = s.metadata.name.clone().unwrap_or_default();
+            match existing.remove(&name) {
+                Some(old) => {
+                    s.metadata.resource_version = old.metadata.resource_version;
+                    self.api
+                        .replace(&name, &pp, &s)
+                        .await
+                        .map_err(api_err("update", &name))?;
+                    report.updated += 1;
+                }
+                None => {
+                    self.api
+                        .create(&pp, &s)
+                        .await
+                        .map_err(api_err("create", &name))?;
+                    report.created += 1;
+                }
+            }
+        }
+        // Written first, deleted last: the pool is never seen with fewer slices than
+        // its resourceSliceCount says at the new generation.
+        for name in existing.keys() {
+            self.delete(name).await?;
+            report.deleted += 1;
+        }
+        self.generation = generation;
+        tracing::info!(
+            node = %self.node,
+            driver = %self.driver,
+            generation,
+            slices = report.slices,
+            devices = report.devices,
+            created = report.created,
+            updated = report.updated,
+            deleted = report.deleted,
+            "ResourceSlices published"
+        );
+        Ok(report)
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), PublishError> {
+        match self.api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_err("delete", name)(e)),
+        }
+    }
+
+    /// On a clean stop: delete this node's slices unless a claim is still prepared (its
+    /// devices must stay visible as allocated, or the scheduler could hand them out
+    /// again once we are back). Returns how many slices were deleted.
+    pub async fn shutdown(self, claims_prepared: bool) -> Result<usize, PublishError> {
+        if claims_prepared {
+            tracing::info!(node = %self.node, driver = %self.driver,
+                "claims still prepared: keeping this node's ResourceSlices");
+            return Ok(0);
+        }
+        let slices = self.list().await?;
+        let mut n = 0;
+        for s in &slices {
+            if let Some(name) = &s.metadata.name {
+                self.delete(name).await?;
+                n += 1;
+            }
+        }
+        tracing::info!(node = %self.node, driver = %self.driver, deleted = n,
+            "no claim prepared: this node's ResourceSlices deleted");
+        Ok(n)
+    }
+}
