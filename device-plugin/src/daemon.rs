@@ -295,15 +295,28 @@ impl Daemon {
         DraDevices::from_resources(self.running.values().map(|r| r.tx.borrow().clone()))
     }
 
-    /// HOOK for the ResourceSlice publisher (issue 12, slices side): called with the DRA
-    /// devices now offered at DRA start and after every [`Daemon::apply`] that changed a
-    /// served resource (rescan, config reload, health change, VF gone). The publisher is
-    /// to be called from here; until it is wired this only logs.
+    /// The kubelet plugin's device view changed (DRA start, or an [`Daemon::apply`] that
+    /// changed a served resource).
     fn dra_devices_changed(&mut self, devices: &DraDevices) {
         let Some(p) = &self.dra else {
             return;
         };
         debug!(driver = %p.name(), devices = devices.len(), "DRA devices changed");
+    }
+
+    /// HOOK for the ResourceSlice publisher (issue 12, slices side; the lead wires it):
+    /// called with DRA on, after the DRA start and after every rescan and config reload
+    /// ([`Daemon::rescan`]), with the inventory and the health-refined pools just
+    /// applied: what `slices::node_devices(&SliceSource { inventory, pools, root })`
+    /// takes. Every call, changed or not (the publisher's sync is a no-op when nothing
+    /// changed); the publisher is async, so it is to be fed from here (e.g. a watch
+    /// channel to its task). Until then it only logs.
+    pub fn dra_rescanned(&mut self, inventory: &Inventory, pools: &Pools) {
+        let Some(p) = &self.dra else {
+            return;
+        };
+        debug!(driver = %p.name(), functions = inventory.functions.len(),
+               resources = pools.resources.len(), "DRA: rescanned (slice publisher hook)");
     }
 
     /// The lifecycle settings.
@@ -524,8 +537,13 @@ impl Daemon {
 
     /// Re-read the host and apply `config` (a rescan, or a reload with a new config).
     pub fn rescan(&mut self, config: &Config) -> Result<(), DaemonError> {
-        let (_, pools) = self.scan(config)?;
-        self.apply(pools)
+        let (inv, pools) = self.scan(config)?;
+        let snapshot = self.dra.is_some().then(|| pools.clone());
+        self.apply(pools)?;
+        if let Some(p) = snapshot {
+            self.dra_rescanned(&inv, &p);
+        }
+        Ok(())
     }
 
     /// A kubelet restart was signalled: re-register everything if `kubelet.sock` is
@@ -910,13 +928,17 @@ pub async fn run_with_claims(
     // watches before the first scan: nothing that changes after it goes unseen
     let (tx, mut events) = mpsc::channel(64);
     let _watches = daemon.watch(tx);
-    let (_, pools) = daemon.scan(&config)?;
+    let (inv, pools) = daemon.scan(&config)?;
     for r in &pools.resources {
         info!(resource = %r.full_name(), devices = r.advertised().len(), "resource");
     }
+    let first = daemon.options().dra.is_some().then(|| pools.clone());
     daemon.apply(pools)?;
     if let (Some(dra), Some(claims)) = (daemon.options().dra.clone(), claims) {
         daemon.start_dra(dra, claims)?;
+        if let Some(p) = &first {
+            daemon.dra_rescanned(&inv, p);
+        }
     }
     info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,

@@ -14,6 +14,7 @@
 //! - [`dra`]: the DRA edge: ResourceSlices of this node and their publisher.
 //! - [`events`]: what changes under the daemon; [`health`]: device health across rescans;
 //!   [`registration`]: the `plugins_registry` path (`pluginregistration.v1`).
+//! - [`dra`]: the same VF pools as a DRA driver (kubelet plugin `DRAPlugin` v1/v1beta1).
 
 pub mod allocate;
 pub mod cdi;
