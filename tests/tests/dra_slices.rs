@@ -439,3 +439,19 @@ async fn raw(s: &ApiServer, method: &str, path: &str, body: &str) -> (u16, Strin
         .unwrap_or_default();
     (code, body)
 }
+
+#[tokio::test]
+async fn the_written_kubeconfig_reaches_the_stand_in() {
+    let (_d, h) = host(Profile::Cx6Dx);
+    let s = ApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    s.write_kubeconfig(&path).unwrap();
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let mut p = Publisher::new(kube::Client::try_from(cfg).unwrap(), NODE, DRIVER).unwrap();
+    assert_eq!(p.sync(devices(&h, "")).await.unwrap().created, 1);
+    assert_eq!(s.pool(DRIVER, NODE).unwrap().devices.len(), 16);
+}
