@@ -73,6 +73,8 @@ struct State {
     uid: u64,
     log: Vec<Recorded>,
     watchers: Vec<(Vec<Selector>, mpsc::UnboundedSender<Bytes>)>,
+    /// Writes to answer with 409 Conflict before touching anything (another writer won).
+    conflicts: usize,
 }
 
 impl State {
@@ -202,6 +204,12 @@ impl ApiServer {
             }
         }
         st.claims.insert((ns.to_string(), name.to_string()), claim);
+    }
+
+    /// Answer the next `n` slice writes (POST, PUT) with 409 Conflict, as when another
+    /// writer got there between the client's list and its write.
+    pub fn conflict_next_writes(&self, n: usize) {
+        self.lock().conflicts = n;
     }
 
     /// Every request so far.
@@ -501,6 +509,24 @@ fn route(
     };
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
+    if s.conflicts > 0
+        && matches!(*method, Method::POST | Method::PUT)
+        && parts.first() == Some(&"resourceslices")
+    {
+        s.conflicts -= 1;
+        let name = parts.get(1).copied().unwrap_or("");
+        return respond(
+            StatusCode::CONFLICT,
+            &status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on resourceslices.resource.k8s.io \"{name}\": the object has been modified"
+                ),
+                None,
+            ),
+        );
+    }
     match (method, parts.as_slice()) {
         (&Method::GET, ["resourceslices"]) => {
             let sel = match parse_selector(q) {

@@ -184,6 +184,40 @@ async fn large_host_slices_follow_removal_and_health() {
 }
 
 #[tokio::test]
+async fn a_conflict_relists_once_then_gives_up_naming_the_slice() {
+    let (_d, h) = host(Profile::Cx6Dx);
+    let s = ApiServer::start().await.unwrap();
+    let mut p = Publisher::new(client(&s), NODE, DRIVER).unwrap();
+    p.sync(devices(&h, "")).await.unwrap();
+    h.set_operstate("ens1f1", "down").unwrap();
+    // one conflict: list, 409, list again, PUT
+    s.conflict_next_writes(1);
+    s.clear_requests();
+    let r = p.sync(devices(&h, "")).await.unwrap();
+    assert_eq!((r.generation, r.devices, r.updated), (2, 8, 1));
+    let seen: Vec<(String, u16)> = s
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.status))
+        .collect();
+    let want = [("GET", 200), ("PUT", 409), ("GET", 200), ("PUT", 200)];
+    let want: Vec<(String, u16)> = want.iter().map(|(m, c)| (m.to_string(), *c)).collect();
+    assert_eq!(seen, want);
+    assert_eq!(s.pool(DRIVER, NODE).unwrap().generation, 2);
+    // two in a row: the error names the operation and the slice
+    h.set_operstate("ens1f1", "up").unwrap();
+    s.conflict_next_writes(2);
+    let e = p.sync(devices(&h, "")).await.unwrap_err().to_string();
+    assert!(
+        e.contains("update ResourceSlice node-a-sriov.rdma.example.org-0"),
+        "{e}"
+    );
+    // the next sync recovers, at a generation above any seen
+    let r = p.sync(devices(&h, "")).await.unwrap();
+    assert_eq!((r.generation, r.devices), (3, 16));
+}
+
+#[tokio::test]
 async fn mixed_host_offers_vfio_and_netdev_vfs() {
     let (_d, h) = host(Profile::Mixed);
     let s = ApiServer::start().await.unwrap();
@@ -404,4 +438,20 @@ async fn raw(s: &ApiServer, method: &str, path: &str, body: &str) -> (u16, Strin
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+#[tokio::test]
+async fn the_written_kubeconfig_reaches_the_stand_in() {
+    let (_d, h) = host(Profile::Cx6Dx);
+    let s = ApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    s.write_kubeconfig(&path).unwrap();
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let mut p = Publisher::new(kube::Client::try_from(cfg).unwrap(), NODE, DRIVER).unwrap();
+    assert_eq!(p.sync(devices(&h, "")).await.unwrap().created, 1);
+    assert_eq!(s.pool(DRIVER, NODE).unwrap().devices.len(), 16);
 }

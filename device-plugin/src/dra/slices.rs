@@ -13,6 +13,7 @@
 
 use crate::config::ResourceKind;
 use crate::pools::{PoolDevice, Pools, ResourceDevices};
+use crate::selectors::MatchContext;
 use k8s_openapi::api::resource::v1::{
     Device, DeviceAttribute, ResourcePool, ResourceSlice, ResourceSliceSpec,
 };
@@ -170,9 +171,14 @@ fn device(src: &SliceSource<'_>, driver: &str, resource: &str, d: &PoolDevice) -
     if let Some(f) = f {
         put(attr::VENDOR, string_attr(&f.vendor));
         put(attr::DEVICE_ID, string_attr(&f.device));
+        // The selectors' rule: a VF without netdev (vfio) has its PF's link type.
+        let cx = MatchContext {
+            inventory: inv,
+            vhost_net: false,
+        };
         put(
             attr::LINK_TYPE,
-            inv.link_type_of(f).and_then(|l| string_attr(&l.name())),
+            cx.link_type(f).and_then(|l| string_attr(&l.name())),
         );
     }
     put(attr::DRIVER, d.driver.as_deref().and_then(string_attr));
@@ -487,6 +493,7 @@ mod tests {
         assert_eq!(s(vfio, attr::DRIVER), "vfio-pci");
         assert_eq!(s(vfio, attr::RESOURCE_NAME), "intel.com/cx5_vfio");
         assert!(attr(vfio, attr::NETDEV).is_none());
+        assert_eq!(s(vfio, attr::LINK_TYPE), "ether", "the PF's");
         assert_eq!(attr(vfio, attr::RDMA).unwrap().bool, Some(false));
         assert_eq!(s(&devs[0], attr::RESOURCE_NAME), "intel.com/cx5_netdev");
         assert_eq!(s(&devs[0], attr::DEVICE_ID), "1018");
@@ -507,6 +514,18 @@ mod tests {
         assert_eq!(s(pf, attr::NETDEV), "ens1f1");
         assert!(attr(pf, attr::VF_INDEX).is_none() && attr(pf, attr::PF_NAME).is_none());
         assert_eq!(i(pf, attr::NUMA_NODE), 1);
+    }
+
+    #[test]
+    fn infiniband_vfs_say_so() {
+        let f = fixture(Profile::Infiniband);
+        let devs = devices_of(&f.host, "");
+        assert_eq!(devs.len(), 8);
+        for d in &devs {
+            assert_eq!(s(d, attr::LINK_TYPE), "infiniband", "{}", d.name);
+            assert_eq!(s(d, attr::DEVICE_ID), "101c");
+            assert_eq!(s(d, PCIE_ROOT_ATTRIBUTE), "pci0000:5d");
+        }
     }
 
     #[test]
