@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fake;
+pub mod ib;
 pub mod ipam;
 pub mod lock;
 pub mod log;
