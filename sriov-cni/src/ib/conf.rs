@@ -23,6 +23,10 @@ pub const IB_K8S_ANNOTATION: &str = "mellanox.infiniband.app";
 /// Its value once configured.
 pub const IB_K8S_CONFIGURED: &str = "configured";
 
+/// ib-sriov-cni's top-level keys a NAD may carry (the GUID arrives at run time in
+/// `runtimeConfig` or `args`).
+pub const IB_NAD_KEYS: [&str; 3] = ["rdmaIsolation", "ibKubernetesEnabled", "pkey"];
+
 /// Top-level keys that configure Ethernet features an IB VF does not have, refused on
 /// an IB VF before anything is touched (`runtimeConfig.mac` too).
 pub const ETHERNET_ONLY_KEYS: [&str; 8] = [
