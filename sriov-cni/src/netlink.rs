@@ -103,6 +103,8 @@ pub struct Link {
     pub up: bool,
     /// Alternative names.
     pub altnames: Vec<String>,
+    /// The hardware address as the kernel shows it, any length (20 bytes on IPoIB).
+    pub hw_addr: Option<String>,
 }
 
 /// A change to one link, sent as one `RTM_SETLINK`. The kernel applies the netns move
@@ -545,8 +547,19 @@ fn to_link(l: &LinkMessage) -> Link {
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
         altnames: Vec::new(),
+        hw_addr: None,
     };
     for a in &l.attributes {
+        if let LinkAttribute::Address(a) = a
+            && !a.is_empty()
+        {
+            link.hw_addr = Some(
+                a.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            );
+        }
         match a {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(a) if a.len() == 6 => {

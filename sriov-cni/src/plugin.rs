@@ -6,9 +6,11 @@
 //! routes. Any failure runs the same teardown DEL uses, limited to the steps that ran,
 //! in reverse order.
 
-use crate::cache::{Cache, CacheEntry, HostLink};
+use crate::cache::{Cache, CacheEntry, HostLink, IbEntry};
 use crate::config::{Command, Env, EnvError, Mac, NetConf};
 use crate::error::{Error, Result};
+use crate::ib::conf::IbConf;
+use crate::ib::netlink::GuidKind;
 use crate::ipam;
 use crate::lock::{Owner, VfLock};
 use crate::netlink::{LinkChange, RouteSpec, Rtnl};
@@ -43,6 +45,12 @@ struct Progress {
     ipam_done: bool,
     /// An admin MAC found on the VF was cleared before the move (see `add_steps`).
     mac_cleared: bool,
+    /// InfiniBand: the GUIDs set (restored from the recorded ones).
+    guids_set: Vec<GuidKind>,
+    /// InfiniBand: the VF was rebound (rebind again after the restore).
+    rebound: bool,
+    /// InfiniBand: the VF netdev as found after the rebind, when its ifindex changed.
+    relinked: Option<HostLink>,
 }
 
 impl Progress {
@@ -58,6 +66,13 @@ impl Progress {
             ipam_done: e.ipam.is_some(),
             // DEL treats a cached `mac` setting as covering this.
             mac_cleared: false,
+            guids_set: if e.ib.as_ref().is_some_and(|i| i.guid.is_some()) {
+                GuidKind::BOTH.to_vec()
+            } else {
+                Vec::new()
+            },
+            rebound: e.ib.as_ref().is_some_and(|i| i.guid.is_some()),
+            relinked: None,
         }
     }
 }
@@ -168,6 +183,25 @@ impl Plugin<'_> {
         let netns = Netns::open(&ns_path).map_err(|e| netns_env_err(&ns_path, e))?;
         let mut target = vf::resolve(&self.host, &pci)?;
         let rdma_exclusive = self.host.netns_mode()? == RdmaNetnsMode::Exclusive;
+        // InfiniBand is decided from the PF's link type in sysfs, never from `type` or
+        // the binary's name; its config is checked in full before anything changes.
+        let ib_conf = if crate::ib::pf_is_infiniband(&self.host, &target.pf_netdev)? {
+            crate::ib::conf::refuse_ethernet_keys(&conf.raw, pci.as_str(), &target.pf_netdev)?;
+            let c = IbConf::from_netconf(&conf.raw)?;
+            if c.rdma_isolation && !rdma_exclusive {
+                return Err(Error::Config(crate::config::ConfigError {
+                    field: "rdmaIsolation".into(),
+                    value: "true".into(),
+                    reason: "needs the host's RDMA subsystem in exclusive netns mode \
+                             (rdma system set netns exclusive)"
+                        .into(),
+                }));
+            }
+            crate::debug!("VF {pci}: PF {} is InfiniBand ({c:?})", target.pf_netdev);
+            Some(c)
+        } else {
+            None
+        };
         if rdma_exclusive {
             target = vf::with_soft_rdma(&self.host, target)?;
         }
@@ -211,6 +245,10 @@ impl Plugin<'_> {
             })
         };
         let current = self.vf.vf_state(&target.pf_netdev, target.vf_index)?;
+        let mut ib_entry = match &ib_conf {
+            Some(c) => Some(self.ib_plan(c, &target)?),
+            None => None,
+        };
         let mut vf_orig = current.clone();
         let mut link_orig = host_link.clone();
         let mut inherited = Vec::new();
@@ -226,6 +264,10 @@ impl Plugin<'_> {
                 o.ifname
             );
             vf_orig = old.vf_orig.clone();
+            if let (Some(now), Some(was)) = (ib_entry.as_mut(), old.ib.as_ref()) {
+                now.orig_node = was.orig_node;
+                now.orig_port = was.orig_port;
+            }
             inherited = old.vf_inherited.clone();
             inherited.extend(old.vf_planned.iter().cloned());
             if let (Some(l), Some(ol)) = (link_orig.as_mut(), old.link.as_ref()) {
@@ -261,6 +303,7 @@ impl Plugin<'_> {
             vf_planned,
             vf_inherited,
             vf_orig,
+            ib: ib_entry,
             rdma: if rdma_exclusive {
                 target.rdma.clone()
             } else {
@@ -300,7 +343,11 @@ impl Plugin<'_> {
             }
             Err(e) => {
                 crate::warn!("ADD failed: {e}; undoing {p:?}");
-                let errs = self.teardown(&entry, Some(&netns), &home, &p, env, &conf.raw);
+                let mut undo = entry.clone();
+                if let Some(l) = &p.relinked {
+                    undo.link = Some(l.clone());
+                }
+                let errs = self.teardown(&undo, Some(&netns), &home, &p, env, &conf.raw);
                 if errs.is_empty() {
                     let mut more = Vec::new();
                     if let Err(x) = cache.remove(&env.container_id, &env.ifname) {
@@ -354,6 +401,37 @@ impl Plugin<'_> {
             p.vf_applied.push(s.clone());
             fault(self.vf, &format!("after:vf:{}", s.name()))?;
         }
+        let mut ib_link = cur_link.cloned();
+        if let Some(g) = entry.ib.as_ref().and_then(|i| i.guid) {
+            // Node then port GUID, then a rebind so the driver takes them (mlx5 reads
+            // them at probe), as ib-sriov-cni does.
+            for kind in GuidKind::BOTH {
+                self.set_guid(entry, kind, g.as_u64())?;
+                p.guids_set.push(kind);
+            }
+            fault(self.vf, "guid")?;
+            p.rebound = true;
+            let name = self.vf.rebind(self.host.root(), &target.pci)?;
+            fault(self.vf, "rebind")?;
+            // The probe made a new netdev: move that one (its ifindex may be new; the
+            // name DEL restores stays the one found before ADD).
+            if let Some(l) = ib_link.as_mut() {
+                let now = rtnl.link_by_name(&name)?.ok_or_else(|| {
+                    Error::Other(format!(
+                        "VF {} netdev {name} is not in the host netns after the rebind",
+                        target.pci
+                    ))
+                })?;
+                if now.index != l.index {
+                    l.index = now.index;
+                    let mut e2 = entry.clone();
+                    e2.link = Some(l.clone());
+                    self.cache().store(&e2)?;
+                    p.relinked = Some(l.clone());
+                }
+            }
+        }
+        let cur_link = ib_link.as_ref();
         for dev in &entry.rdma {
             self.vf
                 .rdma_move(dev, home, netns, home)
@@ -433,7 +511,12 @@ impl Plugin<'_> {
                 e2.dropped_altnames = p.dropped_altnames.clone();
                 self.cache().store(&e2)?;
             }
-            iface.mac = conf.mac.or(l.mac).map(|m| m.to_string());
+            iface.mac = if entry.ib.is_some() {
+                // IPoIB: the 20-byte address as the kernel shows it (it cannot be set).
+                prtnl.link_by_index(index)?.and_then(|k| k.hw_addr)
+            } else {
+                conf.mac.or(l.mac).map(|m| m.to_string())
+            };
             iface.mtu = Some(conf.mtu.unwrap_or(l.mtu));
             pod = Some((prtnl, index));
             fault(self.vf, "move")?;
@@ -691,7 +774,100 @@ impl Plugin<'_> {
         for s in others.iter().rev() {
             self.restore_vf(e, s, &mut errs);
         }
+        if let Some(ib) = &e.ib {
+            self.restore_guids(e, ib, p, &mut errs);
+        }
         errs
+    }
+
+    /// What ADD will do to an InfiniBand VF's GUIDs: refuse a GUID another VF of the
+    /// same PF has, record what the PF reports for this one. Reads only.
+    fn ib_plan(&mut self, c: &IbConf, target: &VfTarget) -> Result<IbEntry> {
+        let Some((g, field)) = c.guid else {
+            return Ok(IbEntry {
+                guid: None,
+                orig_node: None,
+                orig_port: None,
+            });
+        };
+        let table = self.vf.vf_guids(&target.pf_netdev)?;
+        if let Some((other, _)) = table.iter().find(|(vf, gs)| {
+            *vf != target.vf_index && (gs.node == Some(g.as_u64()) || gs.port == Some(g.as_u64()))
+        }) {
+            return Err(Error::Config(crate::config::ConfigError {
+                field: field.to_string(),
+                value: format!("\"{g}\""),
+                reason: format!(
+                    "GUID already in use by VF {other} of PF {}",
+                    target.pf_netdev
+                ),
+            }));
+        }
+        let mine = table
+            .iter()
+            .find(|(vf, _)| *vf == target.vf_index)
+            .map(|(_, gs)| *gs)
+            .unwrap_or_default();
+        if mine.node.is_none() || mine.port.is_none() {
+            crate::warn!(
+                "PF {} does not report VF {} GUIDs (kernel before 5.5?): DEL cannot restore them",
+                target.pf_netdev,
+                target.vf_index
+            );
+        }
+        Ok(IbEntry {
+            guid: Some(g),
+            orig_node: mine.node,
+            orig_port: mine.port,
+        })
+    }
+
+    /// Set one GUID of the cached VF; a refusal names it.
+    fn set_guid(&mut self, e: &CacheEntry, kind: GuidKind, guid: u64) -> Result<()> {
+        self.vf
+            .set_guid(&e.pf, e.vf_index, kind, guid)
+            .map_err(|source| Error::VfSetting {
+                pf: e.pf.clone(),
+                vf: e.vf_index,
+                setting: format!("{}={}", kind.name(), crate::ib::netlink::fmt_raw(guid)),
+                source: Box::new(source),
+            })
+    }
+
+    /// Put the recorded GUIDs back and rebind so the driver takes them (teardown's last
+    /// step: the rebind replaces the netdev restored on the host just before).
+    fn restore_guids(&mut self, e: &CacheEntry, ib: &IbEntry, p: &Progress, errs: &mut Vec<Error>) {
+        for &kind in p.guids_set.iter().rev() {
+            let orig = match kind {
+                GuidKind::Node => ib.orig_node,
+                GuidKind::Port => ib.orig_port,
+            };
+            match orig {
+                Some(v) => {
+                    if let Err(x) = self.set_guid(e, kind, v) {
+                        errs.push(x);
+                    }
+                }
+                None => crate::warn!(
+                    "VF {} {}: original unknown, left as set",
+                    e.device_id,
+                    kind.name()
+                ),
+            }
+        }
+        if p.rebound {
+            match e.device_id.parse::<PciAddress>() {
+                Ok(pci) => {
+                    if let Err(x) = self.vf.rebind(self.host.root(), &pci) {
+                        errs.push(x.into());
+                    }
+                }
+                Err(_) => errs.push(Error::Other(format!(
+                    "cached deviceID {:?} is not a PCI address",
+                    e.device_id
+                ))),
+            }
+        }
     }
 
     /// Give the VF netdev on the host back the altnames dropped for the move.

@@ -6,6 +6,8 @@
 //! attribute of a message, having applied the ones before it).
 
 use crate::config::{LinkState, Mac, VlanProto};
+use crate::ib::netlink::{GuidKind, VfGuids};
+use crate::ib::rebind::{RebindError, SysfsBinding};
 use crate::netlink::{NlError, Rtnl};
 use crate::netns::Netns;
 use crate::rdma::RdmaNl;
@@ -13,8 +15,10 @@ use netlink_packet_route::link::{
     LinkVfInfo, VfInfo, VfInfoLinkState, VfInfoMac, VfInfoRate, VfInfoSpoofCheck, VfInfoTrust,
     VfInfoVlan, VfLinkState, VfVlan, VfVlanInfo, VlanProtocol,
 };
+use rdma_hca::PciAddress;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::Path;
 
 /// What the PF reports for one VF.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +271,20 @@ pub trait VfConfigurator {
         to: &Netns,
         home: &Netns,
     ) -> Result<(), NlError>;
+    /// The GUIDs of every VF of the InfiniBand PF `pf` (one request, no dump).
+    fn vf_guids(&mut self, pf: &str) -> Result<Vec<(u32, VfGuids)>, NlError>;
+    /// Set one GUID of VF `vf` on PF `pf` (a raw value: DEL restores 0 where there was
+    /// none).
+    fn set_guid(&mut self, pf: &str, vf: u32, kind: GuidKind, guid: u64) -> Result<(), NlError>;
+    /// Rebind VF `vf` to its driver through sysfs under `root` and wait for its netdev
+    /// (the driver reads the GUIDs at probe). Returns the netdev's name.
+    fn rebind(&mut self, root: &Path, vf: &PciAddress) -> Result<String, RebindError> {
+        crate::ib::rebind::rebind(
+            &mut SysfsBinding::new(root),
+            vf,
+            crate::ib::rebind::DEFAULT_TIMEOUT,
+        )
+    }
     /// A test seam: fail after step `step` when the fake is told to. Real: never fails.
     fn fault(&mut self, _step: &str) -> Result<(), NlError> {
         Ok(())
@@ -340,6 +358,20 @@ impl VfConfigurator for NetlinkVf {
             setting.to_vf_info(vf),
             &format!("{pf} vf {vf} {}", setting.describe()),
         )
+    }
+
+    fn vf_guids(&mut self, pf: &str) -> Result<Vec<(u32, VfGuids)>, NlError> {
+        let (link, list) = self
+            .rtnl
+            .link_with_vfs(pf)?
+            .ok_or_else(|| NlError::errno("read VF table of PF", pf, libc::ENODEV))?;
+        self.pf_index.insert(pf.to_string(), link.index);
+        Ok(crate::ib::netlink::all_vf_guids(&list))
+    }
+
+    fn set_guid(&mut self, pf: &str, vf: u32, kind: GuidKind, guid: u64) -> Result<(), NlError> {
+        let index = self.index(pf)?;
+        crate::ib::netlink::set_vf_guid(&mut self.rtnl, index, pf, vf, kind, guid)
     }
 
     fn rdma_move(

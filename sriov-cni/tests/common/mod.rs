@@ -179,6 +179,39 @@ impl Lab {
     }
 
     pub fn with_bindings(bindings: Vec<VfBinding>) -> Lab {
+        Lab::with_link_type(bindings, 1)
+    }
+
+    /// A lab whose PF is InfiniBand (sysfs `type` 32); the fake's IB model gives VF i
+    /// the node/port GUIDs [`Lab::orig_guids`]`(i)`. The VF netdevs stay veths.
+    pub fn new_ib(nvf: u32) -> Lab {
+        let lab = Lab::with_link_type(vec![VfBinding::Mlx5; nvf as usize], 32);
+        let mut st = lab.fake();
+        for i in 0..nvf {
+            let (node, port) = Lab::orig_guids(i);
+            st.ib_vfs.insert(
+                format!("{}/{i}", lab.pf),
+                sriov_cni::fake::IbVf {
+                    node,
+                    port,
+                    bound_node: node,
+                    bound_port: port,
+                    binds: 0,
+                },
+            );
+        }
+        st.store(&lab.fake_path()).unwrap();
+        lab
+    }
+
+    pub fn orig_guids(vf: u32) -> (u64, u64) {
+        (
+            0x0002_c903_0000_1000 + vf as u64,
+            0x0002_c903_0000_2000 + vf as u64,
+        )
+    }
+
+    pub fn with_link_type(bindings: Vec<VfBinding>, link_type: u32) -> Lab {
         let id = uid();
         let tmp = tempfile::tempdir().unwrap();
         let pf = format!("p{id}");
@@ -192,7 +225,7 @@ impl Lab {
             device: "101d".into(),
             vf_device: "101e".into(),
             numa_node: 0,
-            link_type: 1,
+            link_type,
             total_vfs: 16,
             vfs: bindings.clone(),
             up: true,
