@@ -1134,7 +1134,12 @@ impl Plugin<'_> {
                         .mac
                         .map(|m| m.to_string())
                         .or_else(|| ours.and_then(|i| prev.interfaces[i].mac.clone()));
-                    let have_mac = l.mac.map(|m| m.to_string());
+                    // IPoIB: the 20-byte address ADD reported from the kernel.
+                    let have_mac = if entry.ib.is_some() {
+                        l.hw_addr.clone()
+                    } else {
+                        l.mac.map(|m| m.to_string())
+                    };
                     if let Some(w) = want_mac
                         && have_mac.as_deref() != Some(w.as_str())
                     {
@@ -1161,6 +1166,26 @@ impl Plugin<'_> {
                             diffs.push(format!("{} lacks address {}", env.ifname, ip.address));
                         }
                     }
+                }
+            }
+        }
+        if let Some(g) = entry.ib.as_ref().and_then(|i| i.guid) {
+            let table = self.vf.vf_guids(&entry.pf)?;
+            let have = table
+                .iter()
+                .find(|(vf, _)| *vf == entry.vf_index)
+                .map(|(_, gs)| *gs)
+                .unwrap_or_default();
+            for kind in GuidKind::BOTH {
+                let h = have.get(kind);
+                if h.is_some_and(|h| h != g.as_u64()) {
+                    diffs.push(format!(
+                        "VF {} on {}: expected {}={g}, PF reports {}",
+                        entry.vf_index,
+                        entry.pf,
+                        kind.name(),
+                        crate::ib::netlink::fmt_raw(h.unwrap_or_default())
+                    ));
                 }
             }
         }

@@ -90,6 +90,27 @@ fn ib_add_sets_guids_rebinds_moves_ipoib_and_del_restores() {
     // untouched neighbour
     assert_eq!(ib_vf(&lab, 0).binds, 0);
 
+    // CHECK: the pod-side address and both GUIDs as ADD left them; a GUID changed
+    // behind our back is named.
+    let mut checked = conf.clone();
+    checked["prevResult"] = res.clone();
+    lab.run("CHECK", "c1", "net1", &ns, &checked).ok();
+    let mut st = lab.fake();
+    st.ib_vfs.get_mut(&format!("{}/1", lab.pf)).unwrap().port = 0x42;
+    st.store(&lab.fake_path()).unwrap();
+    let r = lab.run("CHECK", "c1", "net1", &ns, &checked);
+    assert_eq!(r.err_code(), 104, "{}", r.stdout);
+    assert!(
+        r.msg()
+            .contains("expected port_guid=02:00:00:00:00:00:0a:01")
+            && !r.msg().contains("node_guid"),
+        "{}",
+        r.msg()
+    );
+    let mut st = lab.fake();
+    st.ib_vfs.get_mut(&format!("{}/1", lab.pf)).unwrap().port = G;
+    st.store(&lab.fake_path()).unwrap();
+
     lab.run("DEL", "c1", "net1", &ns, &conf).ok();
     let (node, port) = Lab::orig_guids(1);
     let v = ib_vf(&lab, 1);
@@ -143,6 +164,8 @@ fn ib_bad_inputs_are_refused_before_anything_changes() {
             json!({"ibKubernetesEnabled": true}),
             "mellanox.infiniband.app",
         ),
+        // the fixture's RDMA subsystem is in shared mode (netns_mode Y)
+        (json!({"rdmaIsolation": true}), "rdmaIsolation"),
     ] {
         let r = lab.run("ADD", "c1", "net1", &ns, &ib_conf(&lab, 0, extra.clone()));
         assert_eq!(r.err_code(), 7, "{extra}: {}", r.stdout);
