@@ -71,7 +71,8 @@ impl Progress {
             } else {
                 Vec::new()
             },
-            rebound: e.ib.as_ref().is_some_and(|i| i.guid.is_some()),
+            // ADD rebinds only a VF with a netdev (see `add_steps`).
+            rebound: e.ib.as_ref().is_some_and(|i| i.guid.is_some()) && e.link.is_some(),
             relinked: None,
         }
     }
@@ -410,12 +411,14 @@ impl Plugin<'_> {
                 p.guids_set.push(kind);
             }
             fault(self.vf, "guid")?;
-            p.rebound = true;
-            let name = self.vf.rebind(self.host.root(), &target.pci)?;
-            fault(self.vf, "rebind")?;
-            // The probe made a new netdev: move that one (its ifindex may be new; the
-            // name DEL restores stays the one found before ADD).
+            // The probe makes a new netdev: move that one (its ifindex may be new; the
+            // name DEL restores stays the one found before ADD). A VF on a userspace
+            // driver (DPDK) has no netdev to wait for and is not rebound: its user's
+            // driver reads the GUIDs when it opens the VF.
             if let Some(l) = ib_link.as_mut() {
+                p.rebound = true;
+                let name = self.vf.rebind(self.host.root(), &target.pci)?;
+                fault(self.vf, "rebind")?;
                 let now = rtnl.link_by_name(&name)?.ok_or_else(|| {
                     Error::Other(format!(
                         "VF {} netdev {name} is not in the host netns after the rebind",

@@ -291,3 +291,31 @@ fn ib_failures_part_way_roll_back_guids_and_rebind() {
         assert_eq!(lab.snapshot(), before, "{step}");
     }
 }
+
+#[test]
+fn ib_vf_on_vfio_gets_guids_without_a_rebind() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::with_link_type(vec![simhost::VfBinding::Vfio], 32);
+    let mut st = lab.fake();
+    st.ib_vfs.insert(format!("{}/0", lab.pf), IbVf::default());
+    st.store(&lab.fake_path()).unwrap();
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let before = lab.snapshot();
+    let conf = ib_conf(&lab, 0, json!({"args": {"cni": {"guid": G_TEXT}}}));
+    lab.run("ADD", "dpdk", "net1", &ns, &conf).ok();
+    let v = ib_vf(&lab, 0);
+    assert_eq!((v.node, v.port, v.binds), (G, G, 0));
+    lab.run("DEL", "dpdk", "net1", &ns, &conf).ok();
+    // a VF that had no GUIDs gets zero back
+    let v = ib_vf(&lab, 0);
+    assert_eq!((v.node, v.port, v.binds), (0, 0, 0));
+    assert!(
+        !writes(&lab).iter().any(|c| c.starts_with("rebind")),
+        "{:?}",
+        writes(&lab)
+    );
+    assert_eq!(lab.snapshot(), before);
+}
