@@ -427,14 +427,24 @@ impl Plugin<'_> {
                 })?;
                 if now.index != l.index {
                     l.index = now.index;
-                    let mut e2 = entry.clone();
-                    e2.link = Some(l.clone());
-                    self.cache().store(&e2)?;
                     p.relinked = Some(l.clone());
                 }
             }
         }
         let cur_link = ib_link.as_ref();
+        // From here on the cache entry (and every later store of it) names the netdev
+        // as it is now.
+        let relinked_entry;
+        let entry = match &p.relinked {
+            Some(l) => {
+                let mut e2 = entry.clone();
+                e2.link = Some(l.clone());
+                self.cache().store(&e2)?;
+                relinked_entry = e2;
+                &relinked_entry
+            }
+            None => entry,
+        };
         for dev in &entry.rdma {
             self.vf
                 .rdma_move(dev, home, netns, home)
