@@ -1,4 +1,7 @@
-//! TEST ONLY: a file-backed [`VfConfigurator`] selected by `SRIOV_CNI_FAKE_VF_STATE=<file>`.
+//! TEST ONLY: a file-backed [`VfConfigurator`] and [`TestSeam`] selected by
+//! `SRIOV_CNI_FAKE_VF_STATE=<file>`. Compiled only with the cargo feature `test-fake`, and
+//! selected only by the test binary `sriov-test`: the shipped `sriov` refuses ADD when
+//! the variable is set (see [`crate::cli`]).
 //!
 //! The host kernel of the test machines has no SR-IOV, so the test suites run the real
 //! binary with VF settings kept in a JSON file instead of on a PF:
@@ -35,7 +38,7 @@
 use crate::config::Mac;
 use crate::netlink::NlError;
 use crate::netns::Netns;
-use crate::sriov::{VfConfigurator, VfSetting, VfState};
+use crate::sriov::{TestSeam, VfConfigurator, VfSetting, VfState};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -177,6 +180,35 @@ impl VfConfigurator for FileFake {
         })
     }
 
+    fn rdma_move(
+        &mut self,
+        dev: &str,
+        from: &Netns,
+        to: &Netns,
+        _home: &Netns,
+    ) -> Result<(), NlError> {
+        self.with("move RDMA device", |st| {
+            st.calls
+                .push(format!("rdma {dev} {} -> {}", from.inode(), to.inode()));
+            if let Some(errno) = st
+                .fail
+                .get(&format!("vf:rdma:{dev}"))
+                .or_else(|| st.fail.get("vf:rdma"))
+            {
+                return Err(NlError::errno("move RDMA device", dev, *errno));
+            }
+            if let Some(cur) = st.rdma.get(dev)
+                && *cur != from.inode()
+            {
+                return Err(NlError::errno("move RDMA device", dev, libc::ENODEV));
+            }
+            st.rdma.insert(dev.to_string(), to.inode());
+            Ok(())
+        })
+    }
+}
+
+impl TestSeam for FileFake {
     fn netdev_mac(&mut self, pf: &str, vf: u32, mac: Mac) -> Result<(), NlError> {
         self.with("set VF netdev MAC", |st| {
             st.calls.push(format!("netdev {pf} vf {vf} mac={mac}"));
@@ -217,33 +249,6 @@ impl VfConfigurator for FileFake {
             if st.igb {
                 st.igb_vfs.entry(key(pf, vf)).or_default().been_up = true;
             }
-            Ok(())
-        })
-    }
-
-    fn rdma_move(
-        &mut self,
-        dev: &str,
-        from: &Netns,
-        to: &Netns,
-        _home: &Netns,
-    ) -> Result<(), NlError> {
-        self.with("move RDMA device", |st| {
-            st.calls
-                .push(format!("rdma {dev} {} -> {}", from.inode(), to.inode()));
-            if let Some(errno) = st
-                .fail
-                .get(&format!("vf:rdma:{dev}"))
-                .or_else(|| st.fail.get("vf:rdma"))
-            {
-                return Err(NlError::errno("move RDMA device", dev, *errno));
-            }
-            if let Some(cur) = st.rdma.get(dev)
-                && *cur != from.inode()
-            {
-                return Err(NlError::errno("move RDMA device", dev, libc::ENODEV));
-            }
-            st.rdma.insert(dev.to_string(), to.inode());
             Ok(())
         })
     }
