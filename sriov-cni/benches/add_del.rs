@@ -4,7 +4,7 @@
 //! Three series:
 //! - `in-process`: the library's ADD/DEL (no process start, no IPAM), with the netlink
 //!   round trips counted by the real socket code;
-//! - `binary`: the `sriov` binary exec'd as a runtime would (no IPAM);
+//! - `binary`: the `sriov-test` binary (`sriov` with the VF fake) exec'd as a runtime would (no IPAM);
 //! - `binary+host-local`: the same with Debian's host-local IPAM, for reference;
 //! - `in-process IB` / `binary IB`: an InfiniBand VF on the fake's IB model (GUIDs and
 //!   rebind), see [`ib_series`].
@@ -64,6 +64,7 @@ fn env(cmd: Command, ns: &str, id: &str) -> Env {
 fn in_process(lab: &Lab, ns: &str, conf: &Value, n: usize) -> InProcess {
     let conf = NetConf::parse(conf.to_string().as_bytes(), true).unwrap();
     let mut fake = FileFake::new(lab.fake_path());
+    let mut seam = FileFake::new(lab.fake_path());
     let (mut add, mut del) = (Vec::new(), Vec::new());
     let (mut add_cpu, mut del_cpu) = (Vec::new(), Vec::new());
     let (mut rt_add, mut rt_del) = (0, 0);
@@ -71,6 +72,7 @@ fn in_process(lab: &Lab, ns: &str, conf: &Value, n: usize) -> InProcess {
         let mut plugin = Plugin {
             host: rdma_hca::Host::new(lab.sim.root()),
             vf: &mut fake,
+            seam: &mut seam,
             data_dir: lab.data_dir(),
         };
         let id = format!("b{i}");

@@ -1,4 +1,7 @@
-//! TEST ONLY: a file-backed [`VfConfigurator`] selected by `SRIOV_CNI_FAKE_VF_STATE=<file>`.
+//! TEST ONLY: a file-backed [`VfConfigurator`] and [`TestSeam`] selected by
+//! `SRIOV_CNI_FAKE_VF_STATE=<file>`. Compiled only with the cargo feature `test-fake`, and
+//! selected only by the test binary `sriov-test`: the shipped `sriov` refuses ADD when
+//! the variable is set (see [`crate::cli`]).
 //!
 //! The host kernel of the test machines has no SR-IOV, so the test suites run the real
 //! binary with VF settings kept in a JSON file instead of on a PF:
@@ -45,7 +48,7 @@ use crate::ib::netlink::{GuidKind, VfGuids, fmt_raw};
 use crate::ib::rebind::{DriverBinding, RebindError, SysfsBinding};
 use crate::netlink::NlError;
 use crate::netns::Netns;
-use crate::sriov::{VfConfigurator, VfSetting, VfState};
+use crate::sriov::{TestSeam, VfConfigurator, VfSetting, VfState};
 use nix::fcntl::{Flock, FlockArg};
 use rdma_hca::PciAddress;
 use serde::{Deserialize, Serialize};
@@ -216,50 +219,6 @@ impl VfConfigurator for FileFake {
         })
     }
 
-    fn netdev_mac(&mut self, pf: &str, vf: u32, mac: Mac) -> Result<(), NlError> {
-        self.with("set VF netdev MAC", |st| {
-            st.calls.push(format!("netdev {pf} vf {vf} mac={mac}"));
-            let k = key(pf, vf);
-            if st.igb && st.igb_vfs.get(&k).is_some_and(|i| i.been_up) {
-                st.igb_vf_sets_mac(&k, mac).map_err(|errno| {
-                    NlError::errno(
-                        "set VF netdev MAC",
-                        format!("{pf} vf {vf} mac={mac} (igb: VF {vf} attempted to override administratively set MAC address)"),
-                        errno,
-                    )
-                })?;
-            }
-            Ok(())
-        })
-    }
-
-    fn netdev_down(&mut self, pf: &str, vf: u32, mac: Option<Mac>) -> Result<(), NlError> {
-        self.with("take VF netdev down", |st| {
-            let shown = mac.map(|m| m.to_string()).unwrap_or_default();
-            st.calls
-                .push(format!("netdev {pf} vf {vf} down had={shown}"));
-            let k = key(pf, vf);
-            if st.igb
-                && st.igb_vfs.get(&k).is_some_and(|i| i.been_up)
-                && let Some(m) = mac
-            {
-                // A refused request leaves the PF's record alone.
-                let _ = st.igb_vf_sets_mac(&k, m);
-            }
-            Ok(())
-        })
-    }
-
-    fn netdev_up(&mut self, pf: &str, vf: u32) -> Result<(), NlError> {
-        self.with("bring VF netdev up", |st| {
-            st.calls.push(format!("netdev {pf} vf {vf} up"));
-            if st.igb {
-                st.igb_vfs.entry(key(pf, vf)).or_default().been_up = true;
-            }
-            Ok(())
-        })
-    }
-
     fn rdma_move(
         &mut self,
         dev: &str,
@@ -357,6 +316,52 @@ impl VfConfigurator for FileFake {
             vf: idx,
         };
         crate::ib::rebind::rebind(&mut b, vf, timeout)
+    }
+}
+
+impl TestSeam for FileFake {
+    fn netdev_mac(&mut self, pf: &str, vf: u32, mac: Mac) -> Result<(), NlError> {
+        self.with("set VF netdev MAC", |st| {
+            st.calls.push(format!("netdev {pf} vf {vf} mac={mac}"));
+            let k = key(pf, vf);
+            if st.igb && st.igb_vfs.get(&k).is_some_and(|i| i.been_up) {
+                st.igb_vf_sets_mac(&k, mac).map_err(|errno| {
+                    NlError::errno(
+                        "set VF netdev MAC",
+                        format!("{pf} vf {vf} mac={mac} (igb: VF {vf} attempted to override administratively set MAC address)"),
+                        errno,
+                    )
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn netdev_down(&mut self, pf: &str, vf: u32, mac: Option<Mac>) -> Result<(), NlError> {
+        self.with("take VF netdev down", |st| {
+            let shown = mac.map(|m| m.to_string()).unwrap_or_default();
+            st.calls
+                .push(format!("netdev {pf} vf {vf} down had={shown}"));
+            let k = key(pf, vf);
+            if st.igb
+                && st.igb_vfs.get(&k).is_some_and(|i| i.been_up)
+                && let Some(m) = mac
+            {
+                // A refused request leaves the PF's record alone.
+                let _ = st.igb_vf_sets_mac(&k, m);
+            }
+            Ok(())
+        })
+    }
+
+    fn netdev_up(&mut self, pf: &str, vf: u32) -> Result<(), NlError> {
+        self.with("bring VF netdev up", |st| {
+            st.calls.push(format!("netdev {pf} vf {vf} up"));
+            if st.igb {
+                st.igb_vfs.entry(key(pf, vf)).or_default().been_up = true;
+            }
+            Ok(())
+        })
     }
 
     fn fault(&mut self, step: &str) -> Result<(), NlError> {

@@ -205,8 +205,13 @@ impl Rtnl {
         op: &str,
         target: &str,
     ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        // The sequence number is bytes 8..12 of the header; raw requests may be shorter.
+        let seq = bytes
+            .get(8..12)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_ne_bytes)
+            .ok_or_else(|| NlError::msg(op, target, "request shorter than a netlink header"))?;
         count_round_trip();
-        let seq = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         self.sock
             .send(bytes, 0)
             .map_err(|e| NlError::io(op, target, &e))?;
@@ -217,16 +222,20 @@ impl Rtnl {
                 .sock
                 .recv(&mut self.buf, 0)
                 .map_err(|e| NlError::io(op, target, &e))?;
-            if n > self.buf.len() {
-                return Err(NlError::msg(op, target, "netlink answer truncated"));
-            }
+            let answer = self
+                .buf
+                .get(..n)
+                .ok_or_else(|| NlError::msg(op, target, "netlink answer truncated"))?;
             let mut off = 0;
-            while off < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
+            while let Some(rest) = answer.get(off..).filter(|r| !r.is_empty()) {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
                     .map_err(|e| NlError::msg(op, target, format!("cannot parse answer: {e}")))?;
                 let len = msg.header.length as usize;
                 if len == 0 {
                     break;
+                }
+                if len > rest.len() {
+                    return Err(NlError::msg(op, target, "netlink answer truncated"));
                 }
                 off += (len + 3) & !3;
                 if msg.header.sequence_number != seq {
@@ -579,4 +588,24 @@ fn to_link(l: &LinkMessage) -> Link {
         }
     }
     link
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_shorter_than_a_header_is_an_error_and_sends_nothing() {
+        // A route netlink socket needs no privilege; nothing is changed.
+        let mut r = Rtnl::new().unwrap();
+        let before = round_trips();
+        for short in [&[][..], &[0u8; 4][..], &[0u8; 11][..]] {
+            let e = r.request_raw(short, "set VF", "pf0").unwrap_err();
+            assert!(
+                e.to_string().contains("shorter than a netlink header"),
+                "{e}"
+            );
+        }
+        assert_eq!(round_trips(), before);
+    }
 }

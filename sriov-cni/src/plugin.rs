@@ -16,7 +16,7 @@ use crate::lock::{Owner, VfLock};
 use crate::netlink::{LinkChange, RouteSpec, Rtnl};
 use crate::netns::Netns;
 use crate::result::{CniResult, Interface, IpConfig};
-use crate::sriov::{VfConfigurator, VfSetting, VfState};
+use crate::sriov::{TestSeam, VfConfigurator, VfSetting, VfState};
 use crate::vf::{self, VfTarget};
 use rdma_hca::{Host, PciAddress, RdmaNetnsMode};
 use serde_json::Value;
@@ -28,6 +28,9 @@ pub struct Plugin<'a> {
     pub host: Host,
     /// VF configuration on the PF (netlink, or the test fake).
     pub vf: &'a mut dyn VfConfigurator,
+    /// Fault injection and the VF driver model: [`NoSeam`](crate::sriov::NoSeam) in the
+    /// shipped binary.
+    pub seam: &'a mut dyn TestSeam,
     /// The data directory (cache files, `lock/`).
     pub data_dir: PathBuf,
 }
@@ -386,11 +389,11 @@ impl Plugin<'_> {
         rtnl: &mut Rtnl,
         p: &mut Progress,
     ) -> Result<Value> {
-        let fault = |vf: &mut dyn VfConfigurator, step: &str| -> Result<()> {
-            vf.fault(step)
+        let fault = |seam: &mut dyn TestSeam, step: &str| -> Result<()> {
+            seam.fault(step)
                 .map_err(|_| Error::Injected(step.to_string()))
         };
-        fault(self.vf, "cache")?;
+        fault(self.seam, "cache")?;
         // The admin MAC goes on the PF only after the netdev has its new MAC: igb refuses
         // any MAC change from an untrusted VF's own side while an admin MAC is set.
         let (admin_mac, settings): (Vec<&VfSetting>, Vec<&VfSetting>) = entry
@@ -400,7 +403,7 @@ impl Plugin<'_> {
         for s in settings {
             self.set_vf(entry, s)?;
             p.vf_applied.push(s.clone());
-            fault(self.vf, &format!("after:vf:{}", s.name()))?;
+            fault(self.seam, &format!("after:vf:{}", s.name()))?;
         }
         let mut ib_link = cur_link.cloned();
         if let Some(g) = entry.ib.as_ref().and_then(|i| i.guid) {
@@ -410,7 +413,7 @@ impl Plugin<'_> {
                 self.set_guid(entry, kind, g.as_u64())?;
                 p.guids_set.push(kind);
             }
-            fault(self.vf, "guid")?;
+            fault(self.seam, "guid")?;
             // The probe makes a new netdev: move that one (its ifindex may be new; the
             // name DEL restores stays the one found before ADD). A VF on a userspace
             // driver (DPDK) has no netdev to wait for and is not rebound: its user's
@@ -418,7 +421,7 @@ impl Plugin<'_> {
             if let Some(l) = ib_link.as_mut() {
                 p.rebound = true;
                 let name = self.vf.rebind(self.host.root(), &target.pci)?;
-                fault(self.vf, "rebind")?;
+                fault(self.seam, "rebind")?;
                 let now = rtnl.link_by_name(&name)?.ok_or_else(|| {
                     Error::Other(format!(
                         "VF {} netdev {name} is not in the host netns after the rebind",
@@ -453,7 +456,7 @@ impl Plugin<'_> {
                     source,
                 })?;
             p.rdma_moved.push(dev.clone());
-            fault(self.vf, "rdma")?;
+            fault(self.seam, "rdma")?;
         }
         let ns_path = netns.path().display().to_string();
         let mut iface = Interface {
@@ -499,10 +502,10 @@ impl Plugin<'_> {
                 self.move_link(rtnl, &mut prtnl, &mut change, l, entry, env, &ns_path, p)?;
             if l.up {
                 // The move closed it (before the new MAC).
-                self.vf.netdev_down(&entry.pf, entry.vf_index, l.mac)?;
+                self.seam.netdev_down(&entry.pf, entry.vf_index, l.mac)?;
             }
             if let Some(m) = change.mac {
-                self.vf.netdev_mac(&entry.pf, entry.vf_index, m)?;
+                self.seam.netdev_mac(&entry.pf, entry.vf_index, m)?;
             }
             let index = if kept_index {
                 l.index
@@ -532,12 +535,12 @@ impl Plugin<'_> {
             };
             iface.mtu = Some(conf.mtu.unwrap_or(l.mtu));
             pod = Some((prtnl, index));
-            fault(self.vf, "move")?;
+            fault(self.seam, "move")?;
         }
         for s in admin_mac {
             self.set_vf(entry, s)?;
             p.vf_applied.push(s.clone());
-            fault(self.vf, &format!("after:vf:{}", s.name()))?;
+            fault(self.seam, &format!("after:vf:{}", s.name()))?;
         }
         let mut ipam_result = CniResult::default();
         if let Some(plugin) = &entry.ipam {
@@ -548,7 +551,7 @@ impl Plugin<'_> {
             // A failed IPAM ADD cleans up after itself (spec); ours starts after it.
             ipam_result = ipam::exec(plugin, &call, &conf.raw)?.unwrap_or_default();
             p.ipam_done = true;
-            fault(self.vf, "ipam")?;
+            fault(self.seam, "ipam")?;
         }
         if let Some((prtnl, index)) = pod.as_mut() {
             let v4 = ipam_result.ips.iter().any(|i| i.address.addr.is_ipv4());
@@ -571,7 +574,7 @@ impl Plugin<'_> {
             for ip in &ipam_result.ips {
                 prtnl.add_address(*index, &ip.address)?;
             }
-            fault(self.vf, "addresses")?;
+            fault(self.seam, "addresses")?;
             prtnl.set_link(
                 &LinkChange {
                     index: *index,
@@ -580,8 +583,8 @@ impl Plugin<'_> {
                 },
                 &env.ifname,
             )?;
-            self.vf.netdev_up(&entry.pf, entry.vf_index)?;
-            fault(self.vf, "up")?;
+            self.seam.netdev_up(&entry.pf, entry.vf_index)?;
+            fault(self.seam, "up")?;
             for r in &ipam_result.routes {
                 let gw = r.gw.or_else(|| {
                     ipam_result
@@ -601,7 +604,7 @@ impl Plugin<'_> {
                     },
                 )?;
             }
-            fault(self.vf, "routes")?;
+            fault(self.seam, "routes")?;
         }
         // Chain: keep what earlier plugins reported, append our interface and IPs.
         let mut result = conf.prev_result.clone().unwrap_or_default();
@@ -617,7 +620,7 @@ impl Plugin<'_> {
         if ipam_result.dns.is_some() {
             result.dns = ipam_result.dns;
         }
-        fault(self.vf, "result")?;
+        fault(self.seam, "result")?;
         Ok(result.to_json(conf.cni_version))
     }
 
@@ -1030,13 +1033,13 @@ impl Plugin<'_> {
         mac: Option<Mac>,
     ) -> Result<()> {
         if let Some(had) = down {
-            self.vf.netdev_down(&e.pf, e.vf_index, had)?;
+            self.seam.netdev_down(&e.pf, e.vf_index, had)?;
         }
         if let Some(m) = mac {
-            self.vf.netdev_mac(&e.pf, e.vf_index, m)?;
+            self.seam.netdev_mac(&e.pf, e.vf_index, m)?;
         }
         if l.up {
-            self.vf.netdev_up(&e.pf, e.vf_index)?;
+            self.seam.netdev_up(&e.pf, e.vf_index)?;
         }
         Ok(())
     }

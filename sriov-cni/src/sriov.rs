@@ -285,6 +285,12 @@ pub trait VfConfigurator {
             crate::ib::rebind::DEFAULT_TIMEOUT,
         )
     }
+}
+
+/// The test seam beside [`VfConfigurator`]: fault injection after a step, and a model of
+/// the VF driver's side of netdev changes. What we ship passes [`NoSeam`] (every hook a
+/// no-op); only the test fake (cargo feature `test-fake`) implements the hooks.
+pub trait TestSeam {
     /// A test seam: fail after step `step` when the fake is told to. Real: never fails.
     fn fault(&mut self, _step: &str) -> Result<(), NlError> {
         Ok(())
@@ -292,8 +298,8 @@ pub trait VfConfigurator {
     /// A test seam for the VF driver's side of a netdev change: called right after the
     /// plugin wrote `mac` on VF `vf`'s netdev; an error fails that step. On a real PF
     /// the VF driver talks to the PF driver itself (igbvf asks igb, which refuses or
-    /// records the MAC, and the kernel request fails with it), so the real
-    /// implementation does nothing; the fake models igb here.
+    /// records the MAC, and the kernel request fails with it), so the shipped
+    /// seam does nothing; the fake models igb here.
     fn netdev_mac(&mut self, _pf: &str, _vf: u32, _mac: Mac) -> Result<(), NlError> {
         Ok(())
     }
@@ -306,6 +312,12 @@ pub trait VfConfigurator {
         Ok(())
     }
 }
+
+/// The seam of the shipped binary: no fault is ever injected, no driver is modelled.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSeam;
+
+impl TestSeam for NoSeam {}
 
 /// The real [`VfConfigurator`] over a route netlink socket in the host netns.
 pub struct NetlinkVf {

@@ -1,6 +1,7 @@
 //! Shared helpers for the privileged tests: throwaway network namespaces (removed on
 //! drop, also when a test fails), a fixture sysfs whose VF netdevs are real veths in a
-//! test-owned "host" netns, and a runner for the real `sriov` binary.
+//! test-owned "host" netns, and a runner for the `sriov-test` binary (the real plugin with
+//! VF settings in the file-backed fake).
 //!
 //! Nothing here touches the machine's own netns: the binary runs under
 //! `nsenter --net=/run/netns/<test host netns>`, pods are other test netns.
@@ -13,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sriov");
+/// The test binary: `sriov` plus the file-backed VF fake (cargo feature `test-fake`).
+pub const BIN: &str = env!("CARGO_BIN_EXE_sriov-test");
+/// The shipped binary: refuses ADD while `SRIOV_CNI_FAKE_VF_STATE` is set.
+pub const SHIPPED_BIN: &str = env!("CARGO_BIN_EXE_sriov");
 pub const CNI_PATH: &str = "/usr/lib/cni";
 
 /// Whether privileged tests can run here (root, iproute2, nsenter, host-local).
