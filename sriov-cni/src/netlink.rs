@@ -608,4 +608,24 @@ mod tests {
         }
         assert_eq!(round_trips(), before);
     }
+
+    #[test]
+    fn ipoib_address_is_kept_as_the_kernel_shows_it() {
+        // 20 bytes: QPN/flags, subnet prefix fe80::, port GUID.
+        let mut a = vec![0x80, 0x00, 0x00, 0x48, 0xfe, 0x80, 0, 0, 0, 0, 0, 0];
+        a.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 0x0a, 0x01]);
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::Address(a));
+        let l = to_link(&m);
+        assert_eq!(l.mac, None);
+        assert_eq!(
+            l.hw_addr.as_deref(),
+            Some("80:00:00:48:fe:80:00:00:00:00:00:00:02:00:00:00:00:00:0a:01")
+        );
+        let mut m = LinkMessage::default();
+        m.attributes
+            .push(LinkAttribute::Address(vec![0x0c, 0x42, 0xa1, 0, 0, 9]));
+        let l = to_link(&m);
+        assert_eq!(l.mac.map(|m| m.to_string()), l.hw_addr);
+    }
 }

@@ -225,6 +225,7 @@ impl Plugin<'_> {
         }
         let owner_prev = lock.owner()?;
         let mut rtnl = Rtnl::new()?;
+        let mut host_hw_addr = None;
         let host_link = if target.dpdk() {
             None
         } else {
@@ -239,6 +240,7 @@ impl Plugin<'_> {
                 pci: pci.to_string(),
                 reason: format!("its netdev {name} is not in the host netns"),
             })?;
+            host_hw_addr = l.hw_addr.clone();
             Some(HostLink {
                 name: l.name,
                 index: l.index,
@@ -250,7 +252,7 @@ impl Plugin<'_> {
         };
         let current = self.vf.vf_state(&target.pf_netdev, target.vf_index)?;
         let mut ib_entry = match &ib_conf {
-            Some(c) => Some(self.ib_plan(c, &target)?),
+            Some(c) => Some(self.ib_plan(c, &target, host_hw_addr.as_deref())?),
             None => None,
         };
         let mut vf_orig = current.clone();
@@ -798,7 +800,9 @@ impl Plugin<'_> {
 
     /// What ADD will do to an InfiniBand VF's GUIDs: refuse a GUID another VF of the
     /// same PF has, record what the PF reports for this one. Reads only.
-    fn ib_plan(&mut self, c: &IbConf, target: &VfTarget) -> Result<IbEntry> {
+    /// `hw_addr` is the VF netdev's address: on kernels that do not report VF GUIDs its
+    /// last 8 bytes are the port GUID to restore (what ib-sriov-cni records).
+    fn ib_plan(&mut self, c: &IbConf, target: &VfTarget, hw_addr: Option<&str>) -> Result<IbEntry> {
         let Some((g, field)) = c.guid else {
             return Ok(IbEntry {
                 guid: None,
@@ -819,14 +823,22 @@ impl Plugin<'_> {
                 ),
             }));
         }
-        let mine = table
+        let mut mine = table
             .iter()
             .find(|(vf, _)| *vf == target.vf_index)
             .map(|(_, gs)| *gs)
             .unwrap_or_default();
+        if mine.port.is_none() {
+            let bytes: Option<Vec<u8>> = hw_addr.and_then(|a| {
+                a.split(':')
+                    .map(|b| u8::from_str_radix(b, 16).ok())
+                    .collect()
+            });
+            mine.port = bytes.and_then(|b| crate::ib::netlink::port_guid_from_ipoib_addr(&b));
+        }
         if mine.node.is_none() || mine.port.is_none() {
             crate::warn!(
-                "PF {} does not report VF {} GUIDs (kernel before 5.5?): DEL cannot restore them",
+                "PF {} does not report VF {} GUIDs (kernel before 5.5?): DEL cannot restore those it does not know",
                 target.pf_netdev,
                 target.vf_index
             );

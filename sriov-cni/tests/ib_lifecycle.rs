@@ -319,3 +319,77 @@ fn ib_vf_on_vfio_gets_guids_without_a_rebind() {
     );
     assert_eq!(lab.snapshot(), before);
 }
+
+fn inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn ib_rdma_isolation_moves_the_rdma_device_after_the_rebind() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new_ib(1);
+    lab.sim.set_netns_mode(false).unwrap();
+    let host = rdma_hca::Host::new(lab.sim.root());
+    let dev = host
+        .function(&lab.vf_pci(0).parse().unwrap())
+        .unwrap()
+        .rdma_devices[0]
+        .clone();
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let before = lab.snapshot();
+    let conf = ib_conf(
+        &lab,
+        0,
+        json!({"rdmaIsolation": true, "args": {"cni": {"guid": G_TEXT}}}),
+    );
+    lab.run("ADD", "rd", "net1", &ns, &conf).ok();
+    assert_eq!(lab.fake().rdma[&dev], inode(&ns));
+    let w = writes(&lab);
+    let at = |s: &str| {
+        w.iter()
+            .position(|c| c.starts_with(s))
+            .unwrap_or_else(|| panic!("{s}: {w:?}"))
+    };
+    // ib-sriov-cni's order: the rebind recreates the RDMA device, so it moves after
+    assert!(at("rebind") < at(&format!("rdma {dev}")), "{w:?}");
+    lab.run("DEL", "rd", "net1", &ns, &conf).ok();
+    assert_eq!(lab.fake().rdma[&dev], inode(&lab.host.path()));
+    let mut after = lab.snapshot();
+    after.rdma.clear();
+    let mut b = before.clone();
+    b.rdma.clear();
+    assert_eq!(after, b);
+}
+
+#[test]
+fn ib_guids_the_pf_does_not_report_are_left_set_and_said_so() {
+    if !can_run() {
+        return;
+    }
+    // As on kernels before 5.5: the VF table carries no GUIDs, and the veth standing in
+    // for the netdev has no 20-byte address to read the port GUID from.
+    let mut lab = Lab::with_link_type(vec![simhost::VfBinding::Mlx5], 32);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let conf = ib_conf(&lab, 0, json!({"args": {"cni": {"guid": G_TEXT}}}));
+    let r = lab.run("ADD", "old", "net1", &ns, &conf);
+    r.ok();
+    assert!(
+        r.stderr.contains("does not report VF 0 GUIDs"),
+        "{}",
+        r.stderr
+    );
+    let r = lab.run("DEL", "old", "net1", &ns, &conf);
+    r.ok();
+    assert!(
+        r.stderr.contains("original unknown, left as set"),
+        "{}",
+        r.stderr
+    );
+    let v = ib_vf(&lab, 0);
+    assert_eq!((v.node, v.port, v.binds), (G, G, 2));
+}
