@@ -11,7 +11,7 @@
 #                     GetPreferredAllocation + Allocate, pod-resources, pod deletion
 #   multus            this script: the pod's network annotation, the NAD's resourceName,
 #                     the VF from pod-resources and the device-info file, deviceID
-#   sriov CNI         the real `sriov` binary: ADD, CHECK, DEL twice, with Debian's
+#   sriov CNI         `sriov-test` (sriov + the VF fake): ADD, CHECK, DEL twice, with Debian's
 #                     host-local IPAM
 #
 # Nothing outside the namespaces and the temp dir it creates is touched; a trap removes
@@ -32,7 +32,8 @@ fi
 
 echo "== building (release)"
 cargo build --release -q -p device-plugin -p simhost -p node-tests -p sriov-cni \
-    --bin device-plugin --bin simhost --bin demo-kubelet --bin sriov
+    --bin device-plugin --bin simhost --bin demo-kubelet --bin sriov-test \
+    --features sriov-cni/test-fake # sriov-test: sriov with the VF fake (never shipped)
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 [ "${bin#/}" != "$bin" ] || bin=$PWD/$bin
 cni_path=/usr/lib/cni # Debian's containernetworking-plugins
@@ -243,9 +244,10 @@ awk '/config: \|/ {f = 1; next} f {sub(/^    /, ""); print}' "$work/nad.yaml" |
 say "delegate config for sriov (deviceID injected; ipam.dataDir is the demo's):"
 indent < "$work/net1.conf"
 
-# Execs the real sriov binary as a runtime on the node would: in the node's network
-# namespace, config on stdin. Result on stdout ($work/cni.out), log on stderr.
-# SRIOV_CNI_FAKE_VF_STATE keeps the VF settings a PF would take in a file.
+# Execs sriov-test (the sriov plugin plus the VF fake) as a runtime on the node would: in
+# the node's network namespace, config on stdin. Result on stdout ($work/cni.out), log on stderr.
+# SRIOV_CNI_FAKE_VF_STATE keeps the VF settings a PF would take in a file: only the test
+# binary sriov-test (feature test-fake) reads it; the shipped sriov refuses ADD with it.
 cni() {
     local rc=0
     nsenter --net="/run/netns/$nodens" -- env -i PATH="$PATH" \
@@ -253,7 +255,7 @@ cni() {
         CNI_IFNAME="$ifname" CNI_PATH="$cni_path" \
         SRIOV_CNI_SYSFS_ROOT="$work/host" SRIOV_CNI_DATA_DIR="$work/cni-data" \
         SRIOV_CNI_FAKE_VF_STATE="$work/fake-vf.json" \
-        "$bin/sriov" < "$2" > "$work/cni.out" 2> "$work/cni.err" || rc=$?
+        "$bin/sriov-test" < "$2" > "$work/cni.out" 2> "$work/cni.err" || rc=$?
     sed 's/^/    sriov log: /' "$work/cni.err"
     return $rc
 }
@@ -261,7 +263,7 @@ vf_state() { # the fake PF's view of VF $1 ("<pf netdev>/<vf index>"), one line
     tr -d ' \n' < "$work/fake-vf.json" | grep -o "\"$1\":{[^}]*}" || echo "$1: defaults"
 }
 
-step "8. [sriov CNI] ADD $ifname: $bin/sriov in $nodens, CNI_NETNS=/run/netns/$podns"
+step "8. [sriov CNI] ADD $ifname: $bin/sriov-test in $nodens, CNI_NETNS=/run/netns/$podns"
 say "(VF settings go to SRIOV_CNI_FAKE_VF_STATE=$work/fake-vf.json: this kernel has no"
 say " SR-IOV; links, addresses and routes are real)"
 cni ADD "$work/net1.conf" || fail "sriov ADD: $(cat "$work/cni.out")"

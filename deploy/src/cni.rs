@@ -14,11 +14,12 @@ use std::net::Ipv4Addr;
 use serde::Deserialize;
 
 use crate::strict::{deserialize_strict, from_json_strict};
-use crate::{CNI_BINARY, ManifestError};
+use crate::{CNI_BINARY, CNI_BINARY_IB, ManifestError};
 
 /// The top-level keys the `sriov` plugin reads that a NAD may carry (the plugin's parser
 /// also reads `runtimeConfig`, `prevResult` and `cni.dev/valid-attachments`, which the
-/// runtime adds). Any other key is a typo the plugin would skip.
+/// runtime adds), besides ib-sriov-cni's keys (`sriov_cni::ib::conf::IB_NAD_KEYS`),
+/// read on an InfiniBand VF. Any other key is a typo the plugin would skip.
 pub const SRIOV_NAD_KEYS: [&str; 18] = [
     "cniVersion",
     "name",
@@ -72,7 +73,7 @@ impl NetConf {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| syntax(origin, e.to_string()))?;
         match value.get("type").and_then(|t| t.as_str()) {
-            Some(CNI_BINARY) => Ok(NetConf::Sriov(Box::new(SriovNetConf::parse(
+            Some(CNI_BINARY | CNI_BINARY_IB) => Ok(NetConf::Sriov(Box::new(SriovNetConf::parse(
                 origin, value,
             )?))),
             Some("macvlan") => {
@@ -107,7 +108,10 @@ impl SriovNetConf {
         };
         let unknown: Vec<String> = top
             .keys()
-            .filter(|k| !SRIOV_NAD_KEYS.contains(&k.as_str()))
+            .filter(|k| {
+                !SRIOV_NAD_KEYS.contains(&k.as_str())
+                    && !sriov_cni::ib::conf::IB_NAD_KEYS.contains(&k.as_str())
+            })
             .cloned()
             .collect();
         if !unknown.is_empty() {

@@ -5,7 +5,7 @@
 //!
 //! | file | objects |
 //! | --- | --- |
-//! | `daemonset.yaml` | DaemonSet `kube-system/sriov-rdma-device-plugin`, hostNetwork: init container `install-cni` copies `/usr/bin/sriov` to the host's `/opt/cni/bin/sriov` (copy to a temporary name, then rename); container `device-plugin` serves the VF pools of `config.json` (and sweeps device-info files through pod-resources); container `rdma-shared` serves `rdma/hca` from `rdma-shared.json` (one file holds one format) |
+//! | `daemonset.yaml` | DaemonSet `kube-system/sriov-rdma-device-plugin`, hostNetwork: init container `install-cni` copies `/usr/bin/sriov` to the host's `/opt/cni/bin/sriov` (copy to a temporary name, then rename) and links `ib-sriov` to it the same way; container `device-plugin` serves the VF pools of `config.json` (and sweeps device-info files through pod-resources); container `rdma-shared` serves `rdma/hca` from `rdma-shared.json` (one file holds one format) |
 //! | `configmap.yaml` | ConfigMap `sriov-rdma-device-plugin-config`, mounted at `/etc/pcidp`: the two files the daemons read plus examples of k8s-rdma-sriov-dev-plugin's `mode` format, each explained in YAML comments |
 //! | `networks.yaml` | NetworkAttachmentDefinitions: `sriov-net` (VF pool `intel.com/mlnx_sriov_rdma`, host-local IPAM), `sriov-vlan100` (same pool, VLAN 100), `macvlan-conf` (the seed notes' macvlan network) |
 //! | `pods.yaml` | example pods: `rdma-hca-pod` (`rdma/hca: 1`, IPC_LOCK, default network only), `sriov-pod` (one VF as `net1`), `rdma-sriov-pod` (both, plus macvlan as `net2`) |
@@ -64,6 +64,9 @@ pub const DEVINFO_DP_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/dp";
 pub const POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 /// Name of the CNI binary, which is also the `type` of its network configs.
 pub const CNI_BINARY: &str = "sriov";
+/// Its second name on the host (a symlink to [`CNI_BINARY`]), the `type` ib-sriov-cni's
+/// network configs use. The binary behaves the same under both names.
+pub const CNI_BINARY_IB: &str = "ib-sriov";
 /// Where CNI runtimes look for plugin binaries.
 pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 

@@ -454,12 +454,33 @@ fn init_container_installs_sriov_atomically() {
     assert_eq!(Path::new(tmp).parent(), Path::new(&target).parent());
     assert_ne!(tmp, target);
     assert_eq!(Path::new(cp[1]).file_name().unwrap(), CNI_BINARY);
-    // ...then mv TMP TARGET, last.
-    let mv: Vec<&str> = steps.last().unwrap().split_whitespace().collect();
-    assert_eq!(mv[0], "mv");
-    assert_eq!(&mv[mv.len() - 2..], [tmp, target.as_str()]);
+    // ...then mv TMP TARGET.
     let cp_at = steps.iter().position(|s| s.starts_with("cp ")).unwrap();
-    assert!(cp_at < steps.len() - 1);
+    let mv_at = steps
+        .iter()
+        .position(|s| s.starts_with("mv ") && s.ends_with(&format!(" {target}")))
+        .expect("sriov is renamed into place");
+    let mv: Vec<&str> = steps[mv_at].split_whitespace().collect();
+    assert_eq!(&mv[mv.len() - 2..], [tmp, target.as_str()]);
+    assert!(cp_at < mv_at);
+    // ib-sriov: a relative symlink to sriov made under a temporary name in the same
+    // directory, renamed into place last (after sriov exists, so it never dangles).
+    let ib = format!("{host}/{CNI_BINARY_IB}");
+    let ln: Vec<&str> = steps
+        .iter()
+        .find(|s| s.starts_with("ln "))
+        .expect("ib-sriov is linked")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&ln[..2], ["ln", "-sf"]);
+    assert_eq!(ln[2], CNI_BINARY, "relative link to the binary next to it");
+    let ib_tmp = ln[3];
+    assert_eq!(Path::new(ib_tmp).parent(), Path::new(&ib).parent());
+    assert_ne!(ib_tmp, ib);
+    let last: Vec<&str> = steps.last().unwrap().split_whitespace().collect();
+    assert_eq!(last[0], "mv");
+    assert_eq!(&last[last.len() - 2..], [ib_tmp, ib.as_str()]);
+    assert!(mv_at < steps.len() - 1);
 }
 
 #[test]
@@ -1096,4 +1117,16 @@ fn cargo_lock_is_current_for_the_locked_image_build() {
         "Cargo.lock is not current (commit it): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn ib_sriov_nads_parse_as_the_same_plugin() {
+    let ib = r#"{"cniVersion":"0.3.1","name":"ib","type":"ib-sriov","pkey":"0x8001","link_state":"enable","rdmaIsolation":true,"ibKubernetesEnabled":true}"#;
+    match NetConf::parse("ib.json", ib).unwrap() {
+        NetConf::Sriov(c) => assert_eq!(c.conf.plugin_type, CNI_BINARY_IB),
+        other => panic!("{other:?}"),
+    }
+    let typo = ib.replace("rdmaIsolation", "rdmaIsolaton");
+    let err = NetConf::parse("ib.json", &typo).unwrap_err().to_string();
+    assert!(err.contains("rdmaIsolaton"), "{err}");
 }

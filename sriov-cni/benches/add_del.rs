@@ -4,8 +4,10 @@
 //! Three series:
 //! - `in-process`: the library's ADD/DEL (no process start, no IPAM), with the netlink
 //!   round trips counted by the real socket code;
-//! - `binary`: the `sriov` binary exec'd as a runtime would (no IPAM);
-//! - `binary+host-local`: the same with Debian's host-local IPAM, for reference.
+//! - `binary`: the `sriov-test` binary (`sriov` with the VF fake) exec'd as a runtime would (no IPAM);
+//! - `binary+host-local`: the same with Debian's host-local IPAM, for reference;
+//! - `in-process IB` / `binary IB`: an InfiniBand VF on the fake's IB model (GUIDs and
+//!   rebind), see [`ib_series`].
 //!
 //! VF settings go to the file-backed fake (no SR-IOV on this kernel); on a real PF each
 //! planned setting is one more RTM_SETLINK and the VF-table read one RTM_GETLINK, which
@@ -62,6 +64,7 @@ fn env(cmd: Command, ns: &str, id: &str) -> Env {
 fn in_process(lab: &Lab, ns: &str, conf: &Value, n: usize) -> InProcess {
     let conf = NetConf::parse(conf.to_string().as_bytes(), true).unwrap();
     let mut fake = FileFake::new(lab.fake_path());
+    let mut seam = FileFake::new(lab.fake_path());
     let (mut add, mut del) = (Vec::new(), Vec::new());
     let (mut add_cpu, mut del_cpu) = (Vec::new(), Vec::new());
     let (mut rt_add, mut rt_del) = (0, 0);
@@ -69,6 +72,7 @@ fn in_process(lab: &Lab, ns: &str, conf: &Value, n: usize) -> InProcess {
         let mut plugin = Plugin {
             host: rdma_hca::Host::new(lab.sim.root()),
             vf: &mut fake,
+            seam: &mut seam,
             data_dir: lab.data_dir(),
         };
         let id = format!("b{i}");
@@ -233,4 +237,43 @@ fn main() {
         report("binary+host-local", &mut a, &mut d);
     });
     out.join().unwrap();
+    ib_series(n / 2);
+}
+
+/// An InfiniBand VF on the fake's IB model: link_state, node + port GUID, a rebind
+/// (the fake's bind brings the netdev back at once: a real mlx5 probe adds its own time),
+/// the IPoIB stand-in moved, renamed, MTU, up; DEL restores both GUIDs and rebinds.
+fn ib_series(n: usize) {
+    let mut lab = Lab::new_ib(1);
+    let p = lab.pod();
+    let ns = lab.pod_path(p);
+    let conf = lab.conf(
+        "1.0.0",
+        0,
+        json!({"type": "ib-sriov", "link_state": "enable", "mtu": 2044, "ipam": null,
+               "logLevel": "error", "runtimeConfig": {"infinibandGUID": "02:00:00:00:00:00:0b:01"}}),
+    );
+    let host = Netns::open(std::path::Path::new(&lab.host.path())).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&host, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        in_process(&lab, &ns, &conf, 5);
+        let mut r = in_process(&lab, &ns, &conf, n);
+        report("in-process IB", &mut r.add, &mut r.del);
+        report("in-process IB CPU", &mut r.add_cpu, &mut r.del_cpu);
+        // VF table read (GUIDs), link_state, 2 GUID setters; DEL: 2 GUID setters,
+        // link_state.
+        println!(
+            "IB netlink round trips: ADD {}, DEL {} (kernel, counted, the IPoIB address read \
+             included); on a real PF add 2 VF-table reads + 3 VF setters to ADD ({}), 3 VF \
+             setters to DEL ({}); plus one driver rebind each way",
+            r.rt_add,
+            r.rt_del,
+            r.rt_add + 5,
+            r.rt_del + 3
+        );
+        let (mut a, mut d) = exec(&lab, &ns, &conf, n / 2);
+        report("binary IB", &mut a, &mut d);
+    })
+    .join()
+    .unwrap();
 }

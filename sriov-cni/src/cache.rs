@@ -31,6 +31,18 @@ pub struct HostLink {
     pub altnames: Vec<String>,
 }
 
+/// What ADD does to an InfiniBand VF's GUIDs, recorded before the first change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IbEntry {
+    /// The GUID set as node and port GUID (`None`: the VF keeps its own).
+    pub guid: Option<crate::ib::guid::Guid>,
+    /// The node GUID the PF reported before (`None`: not reported, cannot restore).
+    pub orig_node: Option<u64>,
+    /// The port GUID the PF reported before.
+    pub orig_port: Option<u64>,
+}
+
 /// One cached attachment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -71,6 +83,9 @@ pub struct CacheEntry {
     /// never came); restored on DEL together with `vf_planned`.
     #[serde(default)]
     pub vf_inherited: Vec<VfSetting>,
+    /// InfiniBand VF: the GUID ADD sets and the GUIDs it found (`None` on Ethernet).
+    #[serde(default)]
+    pub ib: Option<IbEntry>,
     /// RDMA devices moved into the pod (exclusive RDMA netns mode).
     pub rdma: Vec<String>,
     /// The IPAM plugin used, if any.

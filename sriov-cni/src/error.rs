@@ -112,6 +112,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Rebinding an InfiniBand VF to its driver failed (or its netdev never came back).
+    #[error(transparent)]
+    Rebind(#[from] crate::ib::rebind::RebindError),
     /// Reading the host tree failed.
     #[error("sysfs: {0}")]
     Hca(#[from] rdma_hca::HcaError),
@@ -146,7 +149,7 @@ impl Error {
             Error::Rdma { .. } => code::RDMA,
             Error::Ipam { .. } => code::IPAM,
             Error::Io { .. } => code::IO_FAILURE,
-            Error::Hca(_) => code::SYSFS,
+            Error::Hca(_) | Error::Rebind(_) => code::SYSFS,
             Error::CheckMismatch(_) => code::CHECK_MISMATCH,
             Error::NotAvailable(_) => code::NOT_AVAILABLE,
             Error::Injected(_) | Error::Other(_) => code::INTERNAL,

@@ -1,4 +1,7 @@
-//! TEST ONLY: a file-backed [`VfConfigurator`] selected by `SRIOV_CNI_FAKE_VF_STATE=<file>`.
+//! TEST ONLY: a file-backed [`VfConfigurator`] and [`TestSeam`] selected by
+//! `SRIOV_CNI_FAKE_VF_STATE=<file>`. Compiled only with the cargo feature `test-fake`, and
+//! selected only by the test binary `sriov-test`: the shipped `sriov` refuses ADD when
+//! the variable is set (see [`crate::cli`]).
 //!
 //! The host kernel of the test machines has no SR-IOV, so the test suites run the real
 //! binary with VF settings kept in a JSON file instead of on a PF:
@@ -19,6 +22,14 @@
 //! revert it too. `rdma` records the netns inode each RDMA device was moved to; `calls`
 //! records every call. Concurrent processes serialise on `<file>.lock`.
 //!
+//! InfiniBand VFs: `ib_vfs` holds each VF's GUID columns ([`IbVf`]): the PF's VF table
+//! (`node`, `port`) changes on `set_guid` (refused with `fail["vf:node_guid"]` /
+//! `["vf:port_guid"]`), the driver's view (`bound_*`) only on a rebind. `rebind` works on
+//! the fixture sysfs tree: unbind moves the VF's `net/` aside (its netdev disappears),
+//! bind brings it back unless `stuck_binds` is non-zero (each stuck bind consumes one;
+//! the wait then times out after `rebind_timeout_ms`, default 2000). The veth standing
+//! in for the netdev keeps its ifindex.
+//!
 //! `"igb": true` adds a model of how igb/igbvf handle a VF's MAC (checked on a real
 //! 6.1 kernel in the QEMU lab), with per-VF driver state in `igb_vfs`:
 //! - `vf N mac M` on the PF sets the admin flag (cleared again by `00:00:00:00:00:00`);
@@ -33,10 +44,13 @@
 //!   MAC on the netdev before it sets it on the PF, so that is not modelled.
 
 use crate::config::Mac;
+use crate::ib::netlink::{GuidKind, VfGuids, fmt_raw};
+use crate::ib::rebind::{DriverBinding, RebindError, SysfsBinding};
 use crate::netlink::NlError;
 use crate::netns::Netns;
-use crate::sriov::{VfConfigurator, VfSetting, VfState};
+use crate::sriov::{TestSeam, VfConfigurator, VfSetting, VfState};
 use nix::fcntl::{Flock, FlockArg};
+use rdma_hca::PciAddress;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +76,34 @@ pub struct FakeState {
     /// igb driver state by `<pf>/<index>` (with `igb`).
     #[serde(default)]
     pub igb_vfs: BTreeMap<String, IgbVf>,
+    /// InfiniBand VFs by `<pf>/<index>`: the GUID columns (see [`IbVf`]).
+    #[serde(default)]
+    pub ib_vfs: BTreeMap<String, IbVf>,
+    /// How many coming binds leave the VF without its netdev (a probe that never
+    /// finishes): each consumes one.
+    #[serde(default)]
+    pub stuck_binds: u32,
+    /// The wait for the netdev after a bind, in milliseconds (default 2000).
+    #[serde(default)]
+    pub rebind_timeout_ms: Option<u64>,
+}
+
+/// The fake's model of an mlx5 IB VF: the PF's VF table reports a GUID as soon as it is
+/// set (`node`, `port`), the VF's driver only takes it at its next probe (`bound_node`,
+/// `bound_port`: what the VF's IPoIB address and RDMA device show). A rebind removes the
+/// VF's `net/` entry in the sysfs tree and a bind puts it back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IbVf {
+    /// Node GUID in the PF's VF table.
+    pub node: u64,
+    /// Port GUID in the PF's VF table.
+    pub port: u64,
+    /// Node GUID the VF driver uses.
+    pub bound_node: u64,
+    /// Port GUID the VF driver uses.
+    pub bound_port: u64,
+    /// Binds so far.
+    pub binds: u32,
 }
 
 /// igb's per-VF MAC state (the fake's model, see the module docs).
@@ -177,6 +219,107 @@ impl VfConfigurator for FileFake {
         })
     }
 
+    fn rdma_move(
+        &mut self,
+        dev: &str,
+        from: &Netns,
+        to: &Netns,
+        _home: &Netns,
+    ) -> Result<(), NlError> {
+        self.with("move RDMA device", |st| {
+            st.calls
+                .push(format!("rdma {dev} {} -> {}", from.inode(), to.inode()));
+            if let Some(errno) = st
+                .fail
+                .get(&format!("vf:rdma:{dev}"))
+                .or_else(|| st.fail.get("vf:rdma"))
+            {
+                return Err(NlError::errno("move RDMA device", dev, *errno));
+            }
+            if let Some(cur) = st.rdma.get(dev)
+                && *cur != from.inode()
+            {
+                return Err(NlError::errno("move RDMA device", dev, libc::ENODEV));
+            }
+            st.rdma.insert(dev.to_string(), to.inode());
+            Ok(())
+        })
+    }
+
+    fn vf_guids(&mut self, pf: &str) -> Result<Vec<(u32, VfGuids)>, NlError> {
+        self.with("read VF table of PF", |st| {
+            st.calls.push(format!("get {pf} guids"));
+            let prefix = format!("{pf}/");
+            Ok(st
+                .ib_vfs
+                .iter()
+                .filter_map(|(k, v)| {
+                    let vf = k.strip_prefix(&prefix)?.parse().ok()?;
+                    Some((
+                        vf,
+                        VfGuids {
+                            node: Some(v.node),
+                            port: Some(v.port),
+                        },
+                    ))
+                })
+                .collect())
+        })
+    }
+
+    fn set_guid(&mut self, pf: &str, vf: u32, kind: GuidKind, guid: u64) -> Result<(), NlError> {
+        self.with("set VF", |st| {
+            let what = format!("{pf} vf {vf} {} {}", kind.name(), fmt_raw(guid));
+            st.calls.push(format!("set {what}"));
+            if let Some(errno) = st.fail.get(&format!("vf:{}", kind.name())) {
+                return Err(NlError::errno("set VF", what, *errno));
+            }
+            let v = st.ib_vfs.entry(key(pf, vf)).or_default();
+            match kind {
+                GuidKind::Node => v.node = guid,
+                GuidKind::Port => v.port = guid,
+            }
+            Ok(())
+        })
+    }
+
+    fn rebind(&mut self, root: &Path, vf: &PciAddress) -> Result<String, RebindError> {
+        let read = |msg: String| RebindError::Read {
+            vf: vf.to_string(),
+            msg,
+        };
+        let host = rdma_hca::Host::new(root);
+        let f = host.function(vf).map_err(|e| read(e.to_string()))?;
+        let pf_pci = f.physfn.clone().ok_or_else(|| read("no physfn".into()))?;
+        let pf = host
+            .function(&pf_pci)
+            .map_err(|e| read(e.to_string()))?
+            .netdevs
+            .first()
+            .cloned()
+            .ok_or_else(|| read("PF has no netdev".into()))?;
+        let idx = f.vf_index.ok_or_else(|| read("no VF index".into()))?;
+        let timeout = self
+            .with("rebind", |st| {
+                st.calls.push(format!("rebind {vf}"));
+                Ok(st.rebind_timeout_ms)
+            })
+            .map_err(|e| read(e.to_string()))?
+            .map_or(
+                std::time::Duration::from_secs(2),
+                std::time::Duration::from_millis,
+            );
+        let mut b = FakeBinding {
+            fake: self,
+            root: root.to_path_buf(),
+            pf,
+            vf: idx,
+        };
+        crate::ib::rebind::rebind(&mut b, vf, timeout)
+    }
+}
+
+impl TestSeam for FileFake {
     fn netdev_mac(&mut self, pf: &str, vf: u32, mac: Mac) -> Result<(), NlError> {
         self.with("set VF netdev MAC", |st| {
             st.calls.push(format!("netdev {pf} vf {vf} mac={mac}"));
@@ -221,33 +364,6 @@ impl VfConfigurator for FileFake {
         })
     }
 
-    fn rdma_move(
-        &mut self,
-        dev: &str,
-        from: &Netns,
-        to: &Netns,
-        _home: &Netns,
-    ) -> Result<(), NlError> {
-        self.with("move RDMA device", |st| {
-            st.calls
-                .push(format!("rdma {dev} {} -> {}", from.inode(), to.inode()));
-            if let Some(errno) = st
-                .fail
-                .get(&format!("vf:rdma:{dev}"))
-                .or_else(|| st.fail.get("vf:rdma"))
-            {
-                return Err(NlError::errno("move RDMA device", dev, *errno));
-            }
-            if let Some(cur) = st.rdma.get(dev)
-                && *cur != from.inode()
-            {
-                return Err(NlError::errno("move RDMA device", dev, libc::ENODEV));
-            }
-            st.rdma.insert(dev.to_string(), to.inode());
-            Ok(())
-        })
-    }
-
     fn fault(&mut self, step: &str) -> Result<(), NlError> {
         // Read-only peek: no lock needed for a file written atomically.
         let st = FakeState::load(&self.path)
@@ -260,6 +376,72 @@ impl VfConfigurator for FileFake {
             )),
             None => Ok(()),
         }
+    }
+}
+
+/// The sysfs side of a rebind on the fixture tree: the real [`SysfsBinding`] writes
+/// (into plain files there), and what the kernel would do about them.
+struct FakeBinding<'a> {
+    fake: &'a mut FileFake,
+    root: PathBuf,
+    pf: String,
+    vf: u32,
+}
+
+impl FakeBinding<'_> {
+    fn net_dirs(&self, vf: &PciAddress) -> (PathBuf, PathBuf) {
+        let dev = self.root.join("sys/bus/pci/devices").join(vf.as_str());
+        (dev.join("net"), dev.join(".net-unbound"))
+    }
+}
+
+impl DriverBinding for FakeBinding<'_> {
+    fn driver(&mut self, vf: &PciAddress) -> Result<Option<String>, RebindError> {
+        SysfsBinding::new(&self.root).driver(vf)
+    }
+
+    fn unbind(&mut self, vf: &PciAddress, driver: &str) -> Result<(), RebindError> {
+        SysfsBinding::new(&self.root).unbind(vf, driver)?;
+        let (net, away) = self.net_dirs(vf);
+        if net.exists() {
+            std::fs::rename(&net, &away).map_err(|e| RebindError::Read {
+                vf: vf.to_string(),
+                msg: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn bind(&mut self, vf: &PciAddress, driver: &str) -> Result<(), RebindError> {
+        SysfsBinding::new(&self.root).bind(vf, driver)?;
+        let k = key(&self.pf, self.vf);
+        let stuck = self
+            .fake
+            .with("bind", |st| {
+                let v = st.ib_vfs.entry(k).or_default();
+                v.binds += 1;
+                v.bound_node = v.node;
+                v.bound_port = v.port;
+                let stuck = st.stuck_binds > 0;
+                st.stuck_binds = st.stuck_binds.saturating_sub(1);
+                Ok(stuck)
+            })
+            .map_err(|e| RebindError::Read {
+                vf: vf.to_string(),
+                msg: e.to_string(),
+            })?;
+        let (net, away) = self.net_dirs(vf);
+        if !stuck && away.exists() {
+            std::fs::rename(&away, &net).map_err(|e| RebindError::Read {
+                vf: vf.to_string(),
+                msg: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn netdevs(&mut self, vf: &PciAddress) -> Result<Vec<String>, RebindError> {
+        SysfsBinding::new(&self.root).netdevs(vf)
     }
 }
 
@@ -295,6 +477,58 @@ mod tests {
         assert!(f.fault("up").is_ok());
         let st = FakeState::load(&path).unwrap();
         assert_eq!(st.calls.len(), 5, "{:?}", st.calls);
+    }
+
+    #[test]
+    fn ib_model_shows_guids_on_the_pf_at_once_and_in_the_driver_after_a_rebind() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = simhost::SimHost::create(dir.path().join("root"), simhost::Profile::Infiniband)
+            .unwrap();
+        let path = dir.path().join("f.json");
+        let mut f = FileFake::new(&path);
+        let vf: PciAddress = sim.vf_address(0, 2).parse().unwrap();
+        let net = sim
+            .root()
+            .join("sys/bus/pci/devices")
+            .join(vf.as_str())
+            .join("net");
+        f.set_guid("ib0", 2, GuidKind::Node, 7).unwrap();
+        f.set_guid("ib0", 2, GuidKind::Port, 8).unwrap();
+        assert_eq!(
+            f.vf_guids("ib0").unwrap(),
+            vec![(
+                2,
+                VfGuids {
+                    node: Some(7),
+                    port: Some(8)
+                }
+            )]
+        );
+        let st = FakeState::load(&path).unwrap();
+        assert_eq!(
+            (st.ib_vfs["ib0/2"].bound_node, st.ib_vfs["ib0/2"].bound_port),
+            (0, 0)
+        );
+        assert_eq!(f.rebind(sim.root(), &vf).unwrap(), sim.vf_netdev(0, 2));
+        let st = FakeState::load(&path).unwrap();
+        assert_eq!(
+            (st.ib_vfs["ib0/2"].bound_node, st.ib_vfs["ib0/2"].bound_port),
+            (7, 8)
+        );
+        assert!(net.exists());
+        // a stuck probe: the netdev is gone until the next bind
+        let mut st = FakeState::load(&path).unwrap();
+        st.stuck_binds = 1;
+        st.rebind_timeout_ms = Some(30);
+        st.store(&path).unwrap();
+        assert!(matches!(
+            f.rebind(sim.root(), &vf),
+            Err(RebindError::Timeout { .. })
+        ));
+        assert!(!net.exists());
+        f.rebind(sim.root(), &vf).unwrap();
+        assert!(net.exists());
+        assert_eq!(FakeState::load(&path).unwrap().ib_vfs["ib0/2"].binds, 3);
     }
 
     #[test]

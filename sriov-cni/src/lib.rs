@@ -5,15 +5,17 @@
 //! Modules: [`config`] (netconf and env, validated up front), [`version`] and
 //! [`result`] (spec versions and their result formats), [`vf`] (deviceID to PF/VF
 //! through `rdma-hca`), [`netlink`] (counted rtnetlink round trips), [`sriov`] (the
-//! [`sriov::VfConfigurator`] trait and its netlink implementation), [`fake`] (the
-//! test-only file-backed configurator), [`rdma`] (RDMA netlink), [`netns`], [`cache`],
+//! [`sriov::VfConfigurator`] trait and its netlink implementation), `fake` (the
+//! test-only file-backed configurator, cargo feature `test-fake`), [`rdma`] (RDMA netlink), [`netns`], [`cache`],
 //! [`lock`], [`ipam`], [`plugin`] (the commands) and [`cli`] (the dispatcher).
 
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
+#[cfg(feature = "test-fake")]
 pub mod fake;
+pub mod ib;
 pub mod ipam;
 pub mod lock;
 pub mod log;

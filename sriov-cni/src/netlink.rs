@@ -103,6 +103,8 @@ pub struct Link {
     pub up: bool,
     /// Alternative names.
     pub altnames: Vec<String>,
+    /// The hardware address as the kernel shows it, any length (20 bytes on IPoIB).
+    pub hw_addr: Option<String>,
 }
 
 /// A change to one link, sent as one `RTM_SETLINK`. The kernel applies the netns move
@@ -203,8 +205,13 @@ impl Rtnl {
         op: &str,
         target: &str,
     ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        // The sequence number is bytes 8..12 of the header; raw requests may be shorter.
+        let seq = bytes
+            .get(8..12)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_ne_bytes)
+            .ok_or_else(|| NlError::msg(op, target, "request shorter than a netlink header"))?;
         count_round_trip();
-        let seq = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         self.sock
             .send(bytes, 0)
             .map_err(|e| NlError::io(op, target, &e))?;
@@ -215,16 +222,20 @@ impl Rtnl {
                 .sock
                 .recv(&mut self.buf, 0)
                 .map_err(|e| NlError::io(op, target, &e))?;
-            if n > self.buf.len() {
-                return Err(NlError::msg(op, target, "netlink answer truncated"));
-            }
+            let answer = self
+                .buf
+                .get(..n)
+                .ok_or_else(|| NlError::msg(op, target, "netlink answer truncated"))?;
             let mut off = 0;
-            while off < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
+            while let Some(rest) = answer.get(off..).filter(|r| !r.is_empty()) {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
                     .map_err(|e| NlError::msg(op, target, format!("cannot parse answer: {e}")))?;
                 let len = msg.header.length as usize;
                 if len == 0 {
                     break;
+                }
+                if len > rest.len() {
+                    return Err(NlError::msg(op, target, "netlink answer truncated"));
                 }
                 off += (len + 3) & !3;
                 if msg.header.sequence_number != seq {
@@ -545,8 +556,19 @@ fn to_link(l: &LinkMessage) -> Link {
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
         altnames: Vec::new(),
+        hw_addr: None,
     };
     for a in &l.attributes {
+        if let LinkAttribute::Address(a) = a
+            && !a.is_empty()
+        {
+            link.hw_addr = Some(
+                a.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            );
+        }
         match a {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(a) if a.len() == 6 => {
@@ -566,4 +588,44 @@ fn to_link(l: &LinkMessage) -> Link {
         }
     }
     link
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_shorter_than_a_header_is_an_error_and_sends_nothing() {
+        // A route netlink socket needs no privilege; nothing is changed.
+        let mut r = Rtnl::new().unwrap();
+        let before = round_trips();
+        for short in [&[][..], &[0u8; 4][..], &[0u8; 11][..]] {
+            let e = r.request_raw(short, "set VF", "pf0").unwrap_err();
+            assert!(
+                e.to_string().contains("shorter than a netlink header"),
+                "{e}"
+            );
+        }
+        assert_eq!(round_trips(), before);
+    }
+
+    #[test]
+    fn ipoib_address_is_kept_as_the_kernel_shows_it() {
+        // 20 bytes: QPN/flags, subnet prefix fe80::, port GUID.
+        let mut a = vec![0x80, 0x00, 0x00, 0x48, 0xfe, 0x80, 0, 0, 0, 0, 0, 0];
+        a.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 0x0a, 0x01]);
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::Address(a));
+        let l = to_link(&m);
+        assert_eq!(l.mac, None);
+        assert_eq!(
+            l.hw_addr.as_deref(),
+            Some("80:00:00:48:fe:80:00:00:00:00:00:00:02:00:00:00:00:00:0a:01")
+        );
+        let mut m = LinkMessage::default();
+        m.attributes
+            .push(LinkAttribute::Address(vec![0x0c, 0x42, 0xa1, 0, 0, 9]));
+        let l = to_link(&m);
+        assert_eq!(l.mac.map(|m| m.to_string()), l.hw_addr);
+    }
 }

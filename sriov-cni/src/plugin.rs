@@ -6,15 +6,17 @@
 //! routes. Any failure runs the same teardown DEL uses, limited to the steps that ran,
 //! in reverse order.
 
-use crate::cache::{Cache, CacheEntry, HostLink};
+use crate::cache::{Cache, CacheEntry, HostLink, IbEntry};
 use crate::config::{Command, Env, EnvError, Mac, NetConf};
 use crate::error::{Error, Result};
+use crate::ib::conf::IbConf;
+use crate::ib::netlink::GuidKind;
 use crate::ipam;
 use crate::lock::{Owner, VfLock};
 use crate::netlink::{LinkChange, RouteSpec, Rtnl};
 use crate::netns::Netns;
 use crate::result::{CniResult, Interface, IpConfig};
-use crate::sriov::{VfConfigurator, VfSetting, VfState};
+use crate::sriov::{TestSeam, VfConfigurator, VfSetting, VfState};
 use crate::vf::{self, VfTarget};
 use rdma_hca::{Host, PciAddress, RdmaNetnsMode};
 use serde_json::Value;
@@ -26,6 +28,9 @@ pub struct Plugin<'a> {
     pub host: Host,
     /// VF configuration on the PF (netlink, or the test fake).
     pub vf: &'a mut dyn VfConfigurator,
+    /// Fault injection and the VF driver model: [`NoSeam`](crate::sriov::NoSeam) in the
+    /// shipped binary.
+    pub seam: &'a mut dyn TestSeam,
     /// The data directory (cache files, `lock/`).
     pub data_dir: PathBuf,
 }
@@ -43,6 +48,12 @@ struct Progress {
     ipam_done: bool,
     /// An admin MAC found on the VF was cleared before the move (see `add_steps`).
     mac_cleared: bool,
+    /// InfiniBand: the GUIDs set (restored from the recorded ones).
+    guids_set: Vec<GuidKind>,
+    /// InfiniBand: the VF was rebound (rebind again after the restore).
+    rebound: bool,
+    /// InfiniBand: the VF netdev as found after the rebind, when its ifindex changed.
+    relinked: Option<HostLink>,
 }
 
 impl Progress {
@@ -58,6 +69,14 @@ impl Progress {
             ipam_done: e.ipam.is_some(),
             // DEL treats a cached `mac` setting as covering this.
             mac_cleared: false,
+            guids_set: if e.ib.as_ref().is_some_and(|i| i.guid.is_some()) {
+                GuidKind::BOTH.to_vec()
+            } else {
+                Vec::new()
+            },
+            // ADD rebinds only a VF with a netdev (see `add_steps`).
+            rebound: e.ib.as_ref().is_some_and(|i| i.guid.is_some()) && e.link.is_some(),
+            relinked: None,
         }
     }
 }
@@ -168,6 +187,25 @@ impl Plugin<'_> {
         let netns = Netns::open(&ns_path).map_err(|e| netns_env_err(&ns_path, e))?;
         let mut target = vf::resolve(&self.host, &pci)?;
         let rdma_exclusive = self.host.netns_mode()? == RdmaNetnsMode::Exclusive;
+        // InfiniBand is decided from the PF's link type in sysfs, never from `type` or
+        // the binary's name; its config is checked in full before anything changes.
+        let ib_conf = if crate::ib::pf_is_infiniband(&self.host, &target.pf_netdev)? {
+            crate::ib::conf::refuse_ethernet_keys(&conf.raw, pci.as_str(), &target.pf_netdev)?;
+            let c = IbConf::from_netconf(&conf.raw)?;
+            if c.rdma_isolation && !rdma_exclusive {
+                return Err(Error::Config(crate::config::ConfigError {
+                    field: "rdmaIsolation".into(),
+                    value: "true".into(),
+                    reason: "needs the host's RDMA subsystem in exclusive netns mode \
+                             (rdma system set netns exclusive)"
+                        .into(),
+                }));
+            }
+            crate::debug!("VF {pci}: PF {} is InfiniBand ({c:?})", target.pf_netdev);
+            Some(c)
+        } else {
+            None
+        };
         if rdma_exclusive {
             target = vf::with_soft_rdma(&self.host, target)?;
         }
@@ -187,6 +225,7 @@ impl Plugin<'_> {
         }
         let owner_prev = lock.owner()?;
         let mut rtnl = Rtnl::new()?;
+        let mut host_hw_addr = None;
         let host_link = if target.dpdk() {
             None
         } else {
@@ -201,6 +240,7 @@ impl Plugin<'_> {
                 pci: pci.to_string(),
                 reason: format!("its netdev {name} is not in the host netns"),
             })?;
+            host_hw_addr = l.hw_addr.clone();
             Some(HostLink {
                 name: l.name,
                 index: l.index,
@@ -211,6 +251,10 @@ impl Plugin<'_> {
             })
         };
         let current = self.vf.vf_state(&target.pf_netdev, target.vf_index)?;
+        let mut ib_entry = match &ib_conf {
+            Some(c) => Some(self.ib_plan(c, &target, host_hw_addr.as_deref())?),
+            None => None,
+        };
         let mut vf_orig = current.clone();
         let mut link_orig = host_link.clone();
         let mut inherited = Vec::new();
@@ -226,6 +270,10 @@ impl Plugin<'_> {
                 o.ifname
             );
             vf_orig = old.vf_orig.clone();
+            if let (Some(now), Some(was)) = (ib_entry.as_mut(), old.ib.as_ref()) {
+                now.orig_node = was.orig_node;
+                now.orig_port = was.orig_port;
+            }
             inherited = old.vf_inherited.clone();
             inherited.extend(old.vf_planned.iter().cloned());
             if let (Some(l), Some(ol)) = (link_orig.as_mut(), old.link.as_ref()) {
@@ -261,6 +309,7 @@ impl Plugin<'_> {
             vf_planned,
             vf_inherited,
             vf_orig,
+            ib: ib_entry,
             rdma: if rdma_exclusive {
                 target.rdma.clone()
             } else {
@@ -300,7 +349,11 @@ impl Plugin<'_> {
             }
             Err(e) => {
                 crate::warn!("ADD failed: {e}; undoing {p:?}");
-                let errs = self.teardown(&entry, Some(&netns), &home, &p, env, &conf.raw);
+                let mut undo = entry.clone();
+                if let Some(l) = &p.relinked {
+                    undo.link = Some(l.clone());
+                }
+                let errs = self.teardown(&undo, Some(&netns), &home, &p, env, &conf.raw);
                 if errs.is_empty() {
                     let mut more = Vec::new();
                     if let Err(x) = cache.remove(&env.container_id, &env.ifname) {
@@ -338,11 +391,11 @@ impl Plugin<'_> {
         rtnl: &mut Rtnl,
         p: &mut Progress,
     ) -> Result<Value> {
-        let fault = |vf: &mut dyn VfConfigurator, step: &str| -> Result<()> {
-            vf.fault(step)
+        let fault = |seam: &mut dyn TestSeam, step: &str| -> Result<()> {
+            seam.fault(step)
                 .map_err(|_| Error::Injected(step.to_string()))
         };
-        fault(self.vf, "cache")?;
+        fault(self.seam, "cache")?;
         // The admin MAC goes on the PF only after the netdev has its new MAC: igb refuses
         // any MAC change from an untrusted VF's own side while an admin MAC is set.
         let (admin_mac, settings): (Vec<&VfSetting>, Vec<&VfSetting>) = entry
@@ -352,8 +405,51 @@ impl Plugin<'_> {
         for s in settings {
             self.set_vf(entry, s)?;
             p.vf_applied.push(s.clone());
-            fault(self.vf, &format!("after:vf:{}", s.name()))?;
+            fault(self.seam, &format!("after:vf:{}", s.name()))?;
         }
+        let mut ib_link = cur_link.cloned();
+        if let Some(g) = entry.ib.as_ref().and_then(|i| i.guid) {
+            // Node then port GUID, then a rebind so the driver takes them (mlx5 reads
+            // them at probe), as ib-sriov-cni does.
+            for kind in GuidKind::BOTH {
+                self.set_guid(entry, kind, g.as_u64())?;
+                p.guids_set.push(kind);
+            }
+            fault(self.seam, "guid")?;
+            // The probe makes a new netdev: move that one (its ifindex may be new; the
+            // name DEL restores stays the one found before ADD). A VF on a userspace
+            // driver (DPDK) has no netdev to wait for and is not rebound: its user's
+            // driver reads the GUIDs when it opens the VF.
+            if let Some(l) = ib_link.as_mut() {
+                p.rebound = true;
+                let name = self.vf.rebind(self.host.root(), &target.pci)?;
+                fault(self.seam, "rebind")?;
+                let now = rtnl.link_by_name(&name)?.ok_or_else(|| {
+                    Error::Other(format!(
+                        "VF {} netdev {name} is not in the host netns after the rebind",
+                        target.pci
+                    ))
+                })?;
+                if now.index != l.index {
+                    l.index = now.index;
+                    p.relinked = Some(l.clone());
+                }
+            }
+        }
+        let cur_link = ib_link.as_ref();
+        // From here on the cache entry (and every later store of it) names the netdev
+        // as it is now.
+        let relinked_entry;
+        let entry = match &p.relinked {
+            Some(l) => {
+                let mut e2 = entry.clone();
+                e2.link = Some(l.clone());
+                self.cache().store(&e2)?;
+                relinked_entry = e2;
+                &relinked_entry
+            }
+            None => entry,
+        };
         for dev in &entry.rdma {
             self.vf
                 .rdma_move(dev, home, netns, home)
@@ -362,7 +458,7 @@ impl Plugin<'_> {
                     source,
                 })?;
             p.rdma_moved.push(dev.clone());
-            fault(self.vf, "rdma")?;
+            fault(self.seam, "rdma")?;
         }
         let ns_path = netns.path().display().to_string();
         let mut iface = Interface {
@@ -408,10 +504,10 @@ impl Plugin<'_> {
                 self.move_link(rtnl, &mut prtnl, &mut change, l, entry, env, &ns_path, p)?;
             if l.up {
                 // The move closed it (before the new MAC).
-                self.vf.netdev_down(&entry.pf, entry.vf_index, l.mac)?;
+                self.seam.netdev_down(&entry.pf, entry.vf_index, l.mac)?;
             }
             if let Some(m) = change.mac {
-                self.vf.netdev_mac(&entry.pf, entry.vf_index, m)?;
+                self.seam.netdev_mac(&entry.pf, entry.vf_index, m)?;
             }
             let index = if kept_index {
                 l.index
@@ -433,15 +529,20 @@ impl Plugin<'_> {
                 e2.dropped_altnames = p.dropped_altnames.clone();
                 self.cache().store(&e2)?;
             }
-            iface.mac = conf.mac.or(l.mac).map(|m| m.to_string());
+            iface.mac = if entry.ib.is_some() {
+                // IPoIB: the 20-byte address as the kernel shows it (it cannot be set).
+                prtnl.link_by_index(index)?.and_then(|k| k.hw_addr)
+            } else {
+                conf.mac.or(l.mac).map(|m| m.to_string())
+            };
             iface.mtu = Some(conf.mtu.unwrap_or(l.mtu));
             pod = Some((prtnl, index));
-            fault(self.vf, "move")?;
+            fault(self.seam, "move")?;
         }
         for s in admin_mac {
             self.set_vf(entry, s)?;
             p.vf_applied.push(s.clone());
-            fault(self.vf, &format!("after:vf:{}", s.name()))?;
+            fault(self.seam, &format!("after:vf:{}", s.name()))?;
         }
         let mut ipam_result = CniResult::default();
         if let Some(plugin) = &entry.ipam {
@@ -452,7 +553,7 @@ impl Plugin<'_> {
             // A failed IPAM ADD cleans up after itself (spec); ours starts after it.
             ipam_result = ipam::exec(plugin, &call, &conf.raw)?.unwrap_or_default();
             p.ipam_done = true;
-            fault(self.vf, "ipam")?;
+            fault(self.seam, "ipam")?;
         }
         if let Some((prtnl, index)) = pod.as_mut() {
             let v4 = ipam_result.ips.iter().any(|i| i.address.addr.is_ipv4());
@@ -475,7 +576,7 @@ impl Plugin<'_> {
             for ip in &ipam_result.ips {
                 prtnl.add_address(*index, &ip.address)?;
             }
-            fault(self.vf, "addresses")?;
+            fault(self.seam, "addresses")?;
             prtnl.set_link(
                 &LinkChange {
                     index: *index,
@@ -484,8 +585,8 @@ impl Plugin<'_> {
                 },
                 &env.ifname,
             )?;
-            self.vf.netdev_up(&entry.pf, entry.vf_index)?;
-            fault(self.vf, "up")?;
+            self.seam.netdev_up(&entry.pf, entry.vf_index)?;
+            fault(self.seam, "up")?;
             for r in &ipam_result.routes {
                 let gw = r.gw.or_else(|| {
                     ipam_result
@@ -505,7 +606,7 @@ impl Plugin<'_> {
                     },
                 )?;
             }
-            fault(self.vf, "routes")?;
+            fault(self.seam, "routes")?;
         }
         // Chain: keep what earlier plugins reported, append our interface and IPs.
         let mut result = conf.prev_result.clone().unwrap_or_default();
@@ -521,7 +622,7 @@ impl Plugin<'_> {
         if ipam_result.dns.is_some() {
             result.dns = ipam_result.dns;
         }
-        fault(self.vf, "result")?;
+        fault(self.seam, "result")?;
         Ok(result.to_json(conf.cni_version))
     }
 
@@ -691,7 +792,110 @@ impl Plugin<'_> {
         for s in others.iter().rev() {
             self.restore_vf(e, s, &mut errs);
         }
+        if let Some(ib) = &e.ib {
+            self.restore_guids(e, ib, p, &mut errs);
+        }
         errs
+    }
+
+    /// What ADD will do to an InfiniBand VF's GUIDs: refuse a GUID another VF of the
+    /// same PF has, record what the PF reports for this one. Reads only.
+    /// `hw_addr` is the VF netdev's address: on kernels that do not report VF GUIDs its
+    /// last 8 bytes are the port GUID to restore (what ib-sriov-cni records).
+    fn ib_plan(&mut self, c: &IbConf, target: &VfTarget, hw_addr: Option<&str>) -> Result<IbEntry> {
+        let Some((g, field)) = c.guid else {
+            return Ok(IbEntry {
+                guid: None,
+                orig_node: None,
+                orig_port: None,
+            });
+        };
+        let table = self.vf.vf_guids(&target.pf_netdev)?;
+        if let Some((other, _)) = table.iter().find(|(vf, gs)| {
+            *vf != target.vf_index && (gs.node == Some(g.as_u64()) || gs.port == Some(g.as_u64()))
+        }) {
+            return Err(Error::Config(crate::config::ConfigError {
+                field: field.to_string(),
+                value: format!("\"{g}\""),
+                reason: format!(
+                    "GUID already in use by VF {other} of PF {}",
+                    target.pf_netdev
+                ),
+            }));
+        }
+        let mut mine = table
+            .iter()
+            .find(|(vf, _)| *vf == target.vf_index)
+            .map(|(_, gs)| *gs)
+            .unwrap_or_default();
+        if mine.port.is_none() {
+            let bytes: Option<Vec<u8>> = hw_addr.and_then(|a| {
+                a.split(':')
+                    .map(|b| u8::from_str_radix(b, 16).ok())
+                    .collect()
+            });
+            mine.port = bytes.and_then(|b| crate::ib::netlink::port_guid_from_ipoib_addr(&b));
+        }
+        if mine.node.is_none() || mine.port.is_none() {
+            crate::warn!(
+                "PF {} does not report VF {} GUIDs (kernel before 5.5?): DEL cannot restore those it does not know",
+                target.pf_netdev,
+                target.vf_index
+            );
+        }
+        Ok(IbEntry {
+            guid: Some(g),
+            orig_node: mine.node,
+            orig_port: mine.port,
+        })
+    }
+
+    /// Set one GUID of the cached VF; a refusal names it.
+    fn set_guid(&mut self, e: &CacheEntry, kind: GuidKind, guid: u64) -> Result<()> {
+        self.vf
+            .set_guid(&e.pf, e.vf_index, kind, guid)
+            .map_err(|source| Error::VfSetting {
+                pf: e.pf.clone(),
+                vf: e.vf_index,
+                setting: format!("{}={}", kind.name(), crate::ib::netlink::fmt_raw(guid)),
+                source: Box::new(source),
+            })
+    }
+
+    /// Put the recorded GUIDs back and rebind so the driver takes them (teardown's last
+    /// step: the rebind replaces the netdev restored on the host just before).
+    fn restore_guids(&mut self, e: &CacheEntry, ib: &IbEntry, p: &Progress, errs: &mut Vec<Error>) {
+        for &kind in p.guids_set.iter().rev() {
+            let orig = match kind {
+                GuidKind::Node => ib.orig_node,
+                GuidKind::Port => ib.orig_port,
+            };
+            match orig {
+                Some(v) => {
+                    if let Err(x) = self.set_guid(e, kind, v) {
+                        errs.push(x);
+                    }
+                }
+                None => crate::warn!(
+                    "VF {} {}: original unknown, left as set",
+                    e.device_id,
+                    kind.name()
+                ),
+            }
+        }
+        if p.rebound {
+            match e.device_id.parse::<PciAddress>() {
+                Ok(pci) => {
+                    if let Err(x) = self.vf.rebind(self.host.root(), &pci) {
+                        errs.push(x.into());
+                    }
+                }
+                Err(_) => errs.push(Error::Other(format!(
+                    "cached deviceID {:?} is not a PCI address",
+                    e.device_id
+                ))),
+            }
+        }
     }
 
     /// Give the VF netdev on the host back the altnames dropped for the move.
@@ -841,13 +1045,13 @@ impl Plugin<'_> {
         mac: Option<Mac>,
     ) -> Result<()> {
         if let Some(had) = down {
-            self.vf.netdev_down(&e.pf, e.vf_index, had)?;
+            self.seam.netdev_down(&e.pf, e.vf_index, had)?;
         }
         if let Some(m) = mac {
-            self.vf.netdev_mac(&e.pf, e.vf_index, m)?;
+            self.seam.netdev_mac(&e.pf, e.vf_index, m)?;
         }
         if l.up {
-            self.vf.netdev_up(&e.pf, e.vf_index)?;
+            self.seam.netdev_up(&e.pf, e.vf_index)?;
         }
         Ok(())
     }
@@ -958,7 +1162,12 @@ impl Plugin<'_> {
                         .mac
                         .map(|m| m.to_string())
                         .or_else(|| ours.and_then(|i| prev.interfaces[i].mac.clone()));
-                    let have_mac = l.mac.map(|m| m.to_string());
+                    // IPoIB: the 20-byte address ADD reported from the kernel.
+                    let have_mac = if entry.ib.is_some() {
+                        l.hw_addr.clone()
+                    } else {
+                        l.mac.map(|m| m.to_string())
+                    };
                     if let Some(w) = want_mac
                         && have_mac.as_deref() != Some(w.as_str())
                     {
@@ -985,6 +1194,26 @@ impl Plugin<'_> {
                             diffs.push(format!("{} lacks address {}", env.ifname, ip.address));
                         }
                     }
+                }
+            }
+        }
+        if let Some(g) = entry.ib.as_ref().and_then(|i| i.guid) {
+            let table = self.vf.vf_guids(&entry.pf)?;
+            let have = table
+                .iter()
+                .find(|(vf, _)| *vf == entry.vf_index)
+                .map(|(_, gs)| *gs)
+                .unwrap_or_default();
+            for kind in GuidKind::BOTH {
+                let h = have.get(kind);
+                if h.is_some_and(|h| h != g.as_u64()) {
+                    diffs.push(format!(
+                        "VF {} on {}: expected {}={g}, PF reports {}",
+                        entry.vf_index,
+                        entry.pf,
+                        kind.name(),
+                        crate::ib::netlink::fmt_raw(h.unwrap_or_default())
+                    ));
                 }
             }
         }

@@ -131,32 +131,14 @@ impl RdmaNl {
                 .sock
                 .recv(&mut buf, 0)
                 .map_err(|e| NlError::io(op, target, &e))?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
-                    as usize;
-                let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-                if len < 16 || off + len > n {
-                    return Err(NlError::msg(op, target, "malformed RDMA netlink answer"));
-                }
-                match kind {
-                    NLMSG_ERROR => {
-                        let code = i32::from_ne_bytes([
-                            buf[off + 16],
-                            buf[off + 17],
-                            buf[off + 18],
-                            buf[off + 19],
-                        ]);
-                        return if code == 0 {
-                            Ok(out)
-                        } else {
-                            Err(NlError::errno(op, target, -code))
-                        };
-                    }
-                    NLMSG_DONE => return Ok(out),
-                    _ => out.push(buf[off + 16..off + len].to_vec()),
-                }
-                off += (len + 3) & !3;
+            let answer = buf
+                .get(..n)
+                .ok_or_else(|| NlError::msg(op, target, "RDMA netlink answer truncated"))?;
+            match split_answer(answer, &mut out) {
+                Err(()) => return Err(NlError::msg(op, target, "malformed RDMA netlink answer")),
+                Ok(Some(0)) => return Ok(out),
+                Ok(Some(code)) => return Err(NlError::errno(op, target, -code)),
+                Ok(None) => {}
             }
         }
     }
@@ -179,6 +161,35 @@ impl RdmaNl {
         let req = set_netns_request(index, netns_fd, self.seq);
         self.roundtrip(&req, "move RDMA device", name).map(|_| ())
     }
+}
+
+/// Split one datagram of RDMA netlink answers: each message's payload goes to `out`.
+/// `Some(code)` at the end of the exchange (`NLMSG_ERROR`: 0 = ACK; `NLMSG_DONE`: 0),
+/// `None` when more datagrams follow, `Err` when a length field points past the datagram
+/// (every read is bounded: a short or lying answer is an error, never a panic).
+fn split_answer(buf: &[u8], out: &mut Vec<Vec<u8>>) -> Result<Option<i32>, ()> {
+    let word = |at: usize| -> Option<[u8; 4]> { buf.get(at..at + 4)?.try_into().ok() };
+    let mut off = 0;
+    while off + 16 <= buf.len() {
+        let len = word(off).map(u32::from_ne_bytes).ok_or(())? as usize;
+        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if len < 16 || len > buf.len() - off {
+            return Err(());
+        }
+        match kind {
+            NLMSG_ERROR => {
+                // The error code is the first word of the payload.
+                if len < 20 {
+                    return Err(());
+                }
+                return word(off + 16).map(i32::from_ne_bytes).map(Some).ok_or(());
+            }
+            NLMSG_DONE => return Ok(Some(0)),
+            _ => out.push(buf[off + 16..off + len].to_vec()),
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -208,5 +219,34 @@ mod tests {
         p.extend_from_slice(&RDMA_NLDEV_ATTR_DEV_NAME.to_ne_bytes());
         p.extend_from_slice(b"mlx5_2\0\0");
         assert_eq!(parse_device(&p), (Some(4), Some("mlx5_2".into())));
+    }
+
+    fn header(len: u32, kind: u16) -> Vec<u8> {
+        let mut h = Vec::new();
+        h.extend_from_slice(&len.to_ne_bytes());
+        h.extend_from_slice(&kind.to_ne_bytes());
+        h.extend_from_slice(&[0; 10]);
+        h
+    }
+
+    #[test]
+    fn short_or_lying_answers_are_errors_not_panics() {
+        let mut out = Vec::new();
+        // An NLMSG_ERROR that ends before its error code (len 16, nothing after).
+        assert_eq!(split_answer(&header(16, NLMSG_ERROR), &mut out), Err(()));
+        // A length past the datagram, and one shorter than a header.
+        assert_eq!(split_answer(&header(64, 0x1401), &mut out), Err(()));
+        assert_eq!(split_answer(&header(8, 0x1401), &mut out), Err(()));
+        // Fewer bytes than a header: nothing to read, more datagrams expected.
+        assert_eq!(split_answer(&[1, 2, 3], &mut out), Ok(None));
+        assert!(out.is_empty());
+        // Well-formed: a reply, then the ACK with its code.
+        let mut b = header(20, 0x1401);
+        b.extend_from_slice(&[9, 9, 9, 9]);
+        b.extend(header(20, NLMSG_ERROR));
+        b.extend_from_slice(&(-libc::EPERM).to_ne_bytes());
+        assert_eq!(split_answer(&b, &mut out), Ok(Some(-libc::EPERM)));
+        assert_eq!(out, vec![vec![9, 9, 9, 9]]);
+        assert_eq!(split_answer(&header(16, NLMSG_DONE), &mut out), Ok(Some(0)));
     }
 }

@@ -6,6 +6,8 @@
 //! attribute of a message, having applied the ones before it).
 
 use crate::config::{LinkState, Mac, VlanProto};
+use crate::ib::netlink::{GuidKind, VfGuids};
+use crate::ib::rebind::{RebindError, SysfsBinding};
 use crate::netlink::{NlError, Rtnl};
 use crate::netns::Netns;
 use crate::rdma::RdmaNl;
@@ -13,8 +15,10 @@ use netlink_packet_route::link::{
     LinkVfInfo, VfInfo, VfInfoLinkState, VfInfoMac, VfInfoRate, VfInfoSpoofCheck, VfInfoTrust,
     VfInfoVlan, VfLinkState, VfVlan, VfVlanInfo, VlanProtocol,
 };
+use rdma_hca::PciAddress;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::Path;
 
 /// What the PF reports for one VF.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +271,26 @@ pub trait VfConfigurator {
         to: &Netns,
         home: &Netns,
     ) -> Result<(), NlError>;
+    /// The GUIDs of every VF of the InfiniBand PF `pf` (one request, no dump).
+    fn vf_guids(&mut self, pf: &str) -> Result<Vec<(u32, VfGuids)>, NlError>;
+    /// Set one GUID of VF `vf` on PF `pf` (a raw value: DEL restores 0 where there was
+    /// none).
+    fn set_guid(&mut self, pf: &str, vf: u32, kind: GuidKind, guid: u64) -> Result<(), NlError>;
+    /// Rebind VF `vf` to its driver through sysfs under `root` and wait for its netdev
+    /// (the driver reads the GUIDs at probe). Returns the netdev's name.
+    fn rebind(&mut self, root: &Path, vf: &PciAddress) -> Result<String, RebindError> {
+        crate::ib::rebind::rebind(
+            &mut SysfsBinding::new(root),
+            vf,
+            crate::ib::rebind::DEFAULT_TIMEOUT,
+        )
+    }
+}
+
+/// The test seam beside [`VfConfigurator`]: fault injection after a step, and a model of
+/// the VF driver's side of netdev changes. What we ship passes [`NoSeam`] (every hook a
+/// no-op); only the test fake (cargo feature `test-fake`) implements the hooks.
+pub trait TestSeam {
     /// A test seam: fail after step `step` when the fake is told to. Real: never fails.
     fn fault(&mut self, _step: &str) -> Result<(), NlError> {
         Ok(())
@@ -274,8 +298,8 @@ pub trait VfConfigurator {
     /// A test seam for the VF driver's side of a netdev change: called right after the
     /// plugin wrote `mac` on VF `vf`'s netdev; an error fails that step. On a real PF
     /// the VF driver talks to the PF driver itself (igbvf asks igb, which refuses or
-    /// records the MAC, and the kernel request fails with it), so the real
-    /// implementation does nothing; the fake models igb here.
+    /// records the MAC, and the kernel request fails with it), so the shipped
+    /// seam does nothing; the fake models igb here.
     fn netdev_mac(&mut self, _pf: &str, _vf: u32, _mac: Mac) -> Result<(), NlError> {
         Ok(())
     }
@@ -288,6 +312,12 @@ pub trait VfConfigurator {
         Ok(())
     }
 }
+
+/// The seam of the shipped binary: no fault is ever injected, no driver is modelled.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSeam;
+
+impl TestSeam for NoSeam {}
 
 /// The real [`VfConfigurator`] over a route netlink socket in the host netns.
 pub struct NetlinkVf {
@@ -340,6 +370,20 @@ impl VfConfigurator for NetlinkVf {
             setting.to_vf_info(vf),
             &format!("{pf} vf {vf} {}", setting.describe()),
         )
+    }
+
+    fn vf_guids(&mut self, pf: &str) -> Result<Vec<(u32, VfGuids)>, NlError> {
+        let (link, list) = self
+            .rtnl
+            .link_with_vfs(pf)?
+            .ok_or_else(|| NlError::errno("read VF table of PF", pf, libc::ENODEV))?;
+        self.pf_index.insert(pf.to_string(), link.index);
+        Ok(crate::ib::netlink::all_vf_guids(&list))
+    }
+
+    fn set_guid(&mut self, pf: &str, vf: u32, kind: GuidKind, guid: u64) -> Result<(), NlError> {
+        let index = self.index(pf)?;
+        crate::ib::netlink::set_vf_guid(&mut self.rtnl, index, pf, vf, kind, guid)
     }
 
     fn rdma_move(

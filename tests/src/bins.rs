@@ -15,6 +15,14 @@ use std::sync::{Mutex, OnceLock};
 /// # Panics
 /// When the build fails (this is test harness code: the test cannot go on without it).
 pub fn project_bin(package: &str, bin: &str) -> PathBuf {
+    project_bin_with(package, bin, &[])
+}
+
+/// [`project_bin`] with cargo features of `package` on (`sriov-test` needs `test-fake`).
+///
+/// # Panics
+/// As [`project_bin`].
+pub fn project_bin_with(package: &str, bin: &str, features: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built
@@ -30,8 +38,11 @@ pub fn project_bin(package: &str, bin: &str) -> PathBuf {
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", package, "--bin", bin])
-        .arg("--target-dir")
+    cmd.args(["build", "-q", "-p", package, "--bin", bin]);
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    cmd.arg("--target-dir")
         .arg(profile_dir.parent().unwrap_or(&profile_dir))
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     if profile_dir.file_name().is_some_and(|n| n == "release") {

@@ -47,7 +47,7 @@ impl<'a> Podman<'a> {
                 .iter()
                 .map(|(k, v)| format!("export {k}='{v}'\n"))
                 .collect::<String>(),
-            project_bin("sriov-cni", "sriov").display()
+            project_bin_with("sriov-cni", "sriov-test", &["test-fake"]).display()
         );
         std::fs::write(plugins.join("sriov"), wrapper).unwrap();
         std::fs::set_permissions(

@@ -1,6 +1,7 @@
 //! Shared helpers for the privileged tests: throwaway network namespaces (removed on
 //! drop, also when a test fails), a fixture sysfs whose VF netdevs are real veths in a
-//! test-owned "host" netns, and a runner for the real `sriov` binary.
+//! test-owned "host" netns, and a runner for the `sriov-test` binary (the real plugin with
+//! VF settings in the file-backed fake).
 //!
 //! Nothing here touches the machine's own netns: the binary runs under
 //! `nsenter --net=/run/netns/<test host netns>`, pods are other test netns.
@@ -13,19 +14,51 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sriov");
+/// The test binary: `sriov` plus the file-backed VF fake (cargo feature `test-fake`).
+pub const BIN: &str = env!("CARGO_BIN_EXE_sriov-test");
+/// The shipped binary: refuses ADD while `SRIOV_CNI_FAKE_VF_STATE` is set.
+pub const SHIPPED_BIN: &str = env!("CARGO_BIN_EXE_sriov");
 pub const CNI_PATH: &str = "/usr/lib/cni";
 
 /// Whether privileged tests can run here (root, iproute2, nsenter, host-local).
+///
+/// A developer's non-root run skips: each skipped test writes one `SKIPPED <test>: <what
+/// is missing>` line straight to stderr (past the test harness's output capture; with
+/// nextest, `--success-output immediate` shows them). Under `CI=true` or as root (as
+/// `./scripts/test.sh` runs) nothing may be skipped: a missing piece fails the test with
+/// the reason, so a broken test machine cannot pass green.
 pub fn can_run() -> bool {
     let root = nix::unistd::geteuid().is_root();
-    let tools = Path::new("/usr/bin/nsenter").exists()
-        && Command::new("ip").arg("-V").output().is_ok()
-        && Path::new(CNI_PATH).join("host-local").exists();
-    if !(root && tools) {
-        eprintln!("skipped: needs root, iproute2, nsenter and {CNI_PATH}/host-local");
+    let mut missing = Vec::new();
+    if !root {
+        missing.push("root".to_string());
     }
-    root && tools
+    if !Path::new("/usr/bin/nsenter").exists() {
+        missing.push("/usr/bin/nsenter".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        missing.push("iproute2 (ip)".into());
+    }
+    if !Path::new(CNI_PATH).join("host-local").exists() {
+        missing.push(format!("{CNI_PATH}/host-local (scripts/deps.sh test)"));
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    let why = format!("{test} needs {}", missing.join(", "));
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(
+        !(ci || root),
+        "not skipping under {}: {why}",
+        if ci { "CI=true" } else { "root" }
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
+    false
 }
 
 /// A short id unique in this machine for names (interfaces max 15 chars).
@@ -179,6 +212,39 @@ impl Lab {
     }
 
     pub fn with_bindings(bindings: Vec<VfBinding>) -> Lab {
+        Lab::with_link_type(bindings, 1)
+    }
+
+    /// A lab whose PF is InfiniBand (sysfs `type` 32); the fake's IB model gives VF i
+    /// the node/port GUIDs [`Lab::orig_guids`]`(i)`. The VF netdevs stay veths.
+    pub fn new_ib(nvf: u32) -> Lab {
+        let lab = Lab::with_link_type(vec![VfBinding::Mlx5; nvf as usize], 32);
+        let mut st = lab.fake();
+        for i in 0..nvf {
+            let (node, port) = Lab::orig_guids(i);
+            st.ib_vfs.insert(
+                format!("{}/{i}", lab.pf),
+                sriov_cni::fake::IbVf {
+                    node,
+                    port,
+                    bound_node: node,
+                    bound_port: port,
+                    binds: 0,
+                },
+            );
+        }
+        st.store(&lab.fake_path()).unwrap();
+        lab
+    }
+
+    pub fn orig_guids(vf: u32) -> (u64, u64) {
+        (
+            0x0002_c903_0000_1000 + vf as u64,
+            0x0002_c903_0000_2000 + vf as u64,
+        )
+    }
+
+    pub fn with_link_type(bindings: Vec<VfBinding>, link_type: u32) -> Lab {
         let id = uid();
         let tmp = tempfile::tempdir().unwrap();
         let pf = format!("p{id}");
@@ -192,7 +258,7 @@ impl Lab {
             device: "101d".into(),
             vf_device: "101e".into(),
             numa_node: 0,
-            link_type: 1,
+            link_type,
             total_vfs: 16,
             vfs: bindings.clone(),
             up: true,

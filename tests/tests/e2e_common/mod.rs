@@ -17,7 +17,7 @@ use simhost::{PfSpec, SimHost, VfBinding};
 pub mod podman;
 
 #[allow(unused_imports)] // not every test that includes this module builds binaries
-pub use node_tests::project_bin;
+pub use node_tests::{project_bin, project_bin_with};
 
 /// Debian's reference CNI plugins (containernetworking-plugins).
 pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
