@@ -12,7 +12,6 @@ use simhost::{PfSpec, SimHost, VfBinding};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The test binary: `sriov` plus the file-backed VF fake (cargo feature `test-fake`).
 pub const BIN: &str = env!("CARGO_BIN_EXE_sriov-test");
@@ -61,107 +60,11 @@ pub fn can_run() -> bool {
     false
 }
 
-/// A short id unique in this machine for names (interfaces max 15 chars).
-pub fn uid() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}", (std::process::id() % 0x1000) * 0x100 + n % 0x100)
-}
+#[allow(unused_imports)] // not every test that includes this module uses each
+pub use simhost::netlab::{LinkView, Netns as Ns, addrs, ip_ok, links, uid};
 
 pub fn ip(args: &[&str]) -> std::process::Output {
     Command::new("ip").args(args).output().unwrap()
-}
-
-pub fn ip_ok(args: &[&str]) {
-    let o = ip(args);
-    assert!(
-        o.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// A named netns (`ip netns add`), deleted on drop.
-pub struct Ns {
-    pub name: String,
-    pub deleted: bool,
-}
-
-impl Ns {
-    pub fn new(name: String) -> Ns {
-        ip_ok(&["netns", "add", &name]);
-        ip_ok(&["-n", &name, "link", "set", "lo", "up"]);
-        Ns {
-            name,
-            deleted: false,
-        }
-    }
-
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    pub fn delete(&mut self) {
-        if !self.deleted {
-            let _ = ip(&["netns", "del", &self.name]);
-            self.deleted = true;
-        }
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        self.delete();
-    }
-}
-
-/// One link's identity as the tests compare it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LinkView {
-    pub name: String,
-    pub mac: String,
-    pub mtu: u64,
-    pub up: bool,
-}
-
-pub fn links(ns: &str) -> Vec<LinkView> {
-    let o = ip(&["-n", ns, "-j", "link", "show"]);
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(json!([]));
-    let mut out: Vec<LinkView> = v
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|l| LinkView {
-            name: l["ifname"].as_str().unwrap_or("").to_string(),
-            mac: l["address"].as_str().unwrap_or("").to_string(),
-            mtu: l["mtu"].as_u64().unwrap_or(0),
-            up: l["flags"]
-                .as_array()
-                .map(|f| f.iter().any(|x| x == "UP"))
-                .unwrap_or(false),
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-pub fn addrs(ns: &str, dev: &str) -> Vec<String> {
-    let o = ip(&["-n", ns, "-j", "addr", "show", "dev", dev]);
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(json!([]));
-    let mut out = Vec::new();
-    for l in v.as_array().cloned().unwrap_or_default() {
-        for a in l["addr_info"].as_array().cloned().unwrap_or_default() {
-            if a["scope"] == "global" {
-                out.push(format!(
-                    "{}/{}",
-                    a["local"].as_str().unwrap(),
-                    a["prefixlen"]
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// The outcome of one plugin run.
@@ -265,16 +168,7 @@ impl Lab {
         };
         let sim = SimHost::create_with(tmp.path().join("root"), vec![spec], None).unwrap();
         let host = Ns::new(format!("sriovt-{id}-h"));
-        for (i, b) in bindings.iter().enumerate() {
-            if *b == VfBinding::Mlx5 {
-                let name = sim.vf_netdev(0, i as u32);
-                let peer = format!("r{id}x{i}");
-                ip_ok(&[
-                    "-n", &host.name, "link", "add", &name, "type", "veth", "peer", "name", &peer,
-                ]);
-                ip_ok(&["-n", &host.name, "link", "set", &peer, "up"]);
-            }
-        }
+        simhost::netlab::veth_vfs(&host, &sim);
         let ipam_dir = tmp.path().join("ipam");
         std::fs::create_dir_all(tmp.path().join("data")).unwrap();
         let mut st = sriov_cni::fake::FakeState::default();

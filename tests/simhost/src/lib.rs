@@ -13,6 +13,8 @@
 //! Profiles ([`Profile`]) give ready-made hosts; [`SimHost`] mutates one afterwards (VF
 //! count, link state, driver binding) the way the kernel would.
 
+pub mod netlab;
+
 use std::fs;
 use std::io;
 use std::os::unix::fs::symlink;

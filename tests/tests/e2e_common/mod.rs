@@ -9,12 +9,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 use simhost::{PfSpec, SimHost, VfBinding};
 
 pub mod podman;
+
+#[allow(unused_imports)] // not every test that includes this module uses each
+pub use simhost::netlab::{LinkView, Netns, addrs, links, uid};
 
 #[allow(unused_imports)] // not every test that includes this module builds binaries
 pub use node_tests::{project_bin, project_bin_with};
@@ -35,13 +37,6 @@ pub fn privileged() -> Result<(), String> {
     Ok(())
 }
 
-/// A short id unique on this machine, for names (interface names max 15 chars).
-pub fn uid() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}", (std::process::id() % 0x10000) * 0x10 + n % 0x10)
-}
-
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
@@ -59,80 +54,6 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 pub fn ip(args: &[&str]) -> String {
     run_ok(Command::new("ip").args(args))
-}
-
-/// A named network namespace (`ip netns add`), deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(name: String) -> Netns {
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// A link as the tests compare it before and after.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LinkView {
-    pub name: String,
-    pub mac: String,
-    pub mtu: u64,
-    pub up: bool,
-}
-
-/// The links of netns `ns`, sorted.
-pub fn links(ns: &str) -> Vec<LinkView> {
-    let v: Value = serde_json::from_str(&ip(&["-n", ns, "-j", "link", "show"])).unwrap();
-    let mut out: Vec<LinkView> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| LinkView {
-            name: l["ifname"].as_str().unwrap_or_default().to_owned(),
-            mac: l["address"].as_str().unwrap_or_default().to_owned(),
-            mtu: l["mtu"].as_u64().unwrap_or_default(),
-            up: l["flags"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|x| x == "UP")),
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Global IPv4 addresses (`a.b.c.d/n`) of `dev` in netns `ns`.
-pub fn addrs(ns: &str, dev: &str) -> Vec<String> {
-    let v: Value =
-        serde_json::from_str(&ip(&["-n", ns, "-j", "-4", "addr", "show", "dev", dev])).unwrap();
-    let mut out = Vec::new();
-    for l in v.as_array().unwrap() {
-        for a in l["addr_info"].as_array().into_iter().flatten() {
-            if a["scope"] == "global" {
-                out.push(format!(
-                    "{}/{}",
-                    a["local"].as_str().unwrap(),
-                    a["prefixlen"]
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// Every file under `dir` (relative paths, sorted); empty when `dir` does not exist.
@@ -198,27 +119,7 @@ impl VfHost {
         let tmp = tempfile::tempdir().unwrap();
         let sim = make(tmp.path().join("root")).unwrap();
         let host = Netns::new(format!("e2e-{id}-h"));
-        for (pf, spec) in sim.pfs().iter().enumerate() {
-            for (vf, binding) in spec.vfs.iter().enumerate() {
-                if *binding != VfBinding::Mlx5 {
-                    continue; // no netdev
-                }
-                let peer = format!("r{pf}x{vf}");
-                ip(&[
-                    "-n",
-                    &host.name,
-                    "link",
-                    "add",
-                    &sim.vf_netdev(pf, vf as u32),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &peer,
-                ]);
-                ip(&["-n", &host.name, "link", "set", &peer, "up"]);
-            }
-        }
+        simhost::netlab::veth_vfs(&host, &sim);
         for d in ["data", "ipam"] {
             std::fs::create_dir_all(tmp.path().join(d)).unwrap();
         }
