@@ -212,12 +212,23 @@ fn init_container_installs_sriov_atomically_in_the_image() {
         args.extend(opts.iter().map(String::as_str));
         args.push(&image);
         pm.ok(&args);
-        // Exactly the plugin, the image's bytes, executable, and a new inode.
-        let files: Vec<String> = std::fs::read_dir(&host_bin)
+        // Exactly the plugin and its ib-sriov link, the image's bytes, executable, and a
+        // new inode.
+        let mut files: Vec<String> = std::fs::read_dir(&host_bin)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(files, [deploy_manifests::CNI_BINARY], "round {round}");
+        files.sort();
+        assert_eq!(
+            files,
+            ["ib-sriov", deploy_manifests::CNI_BINARY],
+            "round {round}"
+        );
+        assert_eq!(
+            std::fs::read_link(host_bin.join("ib-sriov")).unwrap(),
+            std::path::Path::new(deploy_manifests::CNI_BINARY),
+            "round {round}"
+        );
         assert!(
             std::fs::read(&installed).unwrap() == std::fs::read(&sriov).unwrap(),
             "round {round}"
