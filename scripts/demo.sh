@@ -31,9 +31,10 @@ fi
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== building (release)"
-cargo build --release -q -p device-plugin -p simhost -p node-tests -p sriov-cni \
-    --bin device-plugin --bin simhost --bin demo-kubelet --bin sriov-test \
-    --features sriov-cni/test-fake # sriov-test: sriov with the VF fake (never shipped)
+cargo build --release -q -p device-plugin -p simhost -p node-tests \
+    --bin device-plugin --bin simhost --bin demo-kubelet
+# sriov-test: sriov with the VF fake (never shipped); `test-fake` is sriov-cni's own feature
+cargo build --release -q -p sriov-cni --features test-fake --bin sriov-test
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 [ "${bin#/}" != "$bin" ] || bin=$PWD/$bin
 cni_path=/usr/lib/cni # Debian's containernetworking-plugins
