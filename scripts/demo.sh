@@ -14,6 +14,11 @@
 #   sriov CNI         `sriov-test` (sriov + the VF fake): ADD, CHECK, DEL twice, with Debian's
 #                     host-local IPAM
 #
+# DEMO_HOST=infiniband runs the same life on a simulated InfiniBand node (ConnectX-6,
+# 2 PFs x 4 VFs, link type 32, IPoIB netdevs): the NAD is `ib-sriov` with the GUID from
+# the pod's network annotation, and the fake PF's IB model shows the VF's node and port
+# GUIDs set (then the VF rebound) on ADD, restored (and rebound) on DEL.
+#
 # Nothing outside the namespaces and the temp dir it creates is touched; a trap removes
 # them (and stops the daemon and the kubelet simulator) also when a step fails.
 set -Eeuo pipefail
@@ -27,6 +32,14 @@ if [ -e /etc/pcidp/config.json ]; then
     echo "demo.sh: this machine has /etc/pcidp/config.json; the demo shows the embedded default config" >&2
     exit 1
 fi
+case ${DEMO_HOST:=cx6dx} in
+    cx6dx) ib=0 ;;
+    infiniband) ib=1 ;;
+    *)
+        echo "demo.sh: DEMO_HOST=$DEMO_HOST: cx6dx (default) or infiniband" >&2
+        exit 1
+        ;;
+esac
 ./scripts/deps.sh test # + iproute2, Debian's CNI plugins (host-local)
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -80,8 +93,12 @@ show_links() {
 # one CNI result per line, broken at its top-level keys
 show_result() { sed 's/,"\(interfaces\|ips\|routes\|dns\)"/,\n    "\1"/g; s/^/    /'; }
 
-step "1. [node] a simulated ConnectX-6 Dx node at $work/host (sysfs, /dev/infiniband, /proc/net/route)"
-"$bin/simhost" cx6dx "$work/host"
+if [ "$ib" = 1 ]; then
+    step "1. [node] a simulated InfiniBand ConnectX-6 node at $work/host (link type 32, IPoIB netdevs, /dev/infiniband)"
+else
+    step "1. [node] a simulated ConnectX-6 Dx node at $work/host (sysfs, /dev/infiniband, /proc/net/route)"
+fi
+"$bin/simhost" "$DEMO_HOST" "$work/host"
 
 step "2. [device plugin] device-plugin discover --root $work/host   (embedded default config: rdma/hca + rdma/vhca)"
 "$bin/device-plugin" discover --root "$work/host"
@@ -123,31 +140,70 @@ daemon=$!
 kube register rdma/hca,rdma/vhca
 
 step "4. [node] the VF netdevs: veths in the node's network namespace $nodens"
-say "This kernel has no SR-IOV: each VF netdev of the simulated tree is a veth (with the"
-say "tree's MAC) in a namespace the demo owns; its peer stays up beside it. The machine's"
-say "own network namespace is not touched."
+if [ "$ib" = 1 ]; then
+    say "This kernel has no SR-IOV and no IPoIB: each VF netdev of the simulated tree is a"
+    say "veth (its own MAC: a veth cannot take a 20-byte IPoIB address) in a namespace the"
+    say "demo owns; its peer stays up beside it. The machine's own network namespace is not"
+    say "touched."
+else
+    say "This kernel has no SR-IOV: each VF netdev of the simulated tree is a veth (with the"
+    say "tree's MAC) in a namespace the demo owns; its peer stays up beside it. The machine's"
+    say "own network namespace is not touched."
+fi
 ip netns add "$nodens" && made_ns=("$nodens" "${made_ns[@]}")
 ip -n "$nodens" link set lo up
 for fn in "$work"/host/sys/bus/pci/devices/*/physfn; do
     vfdir=$(dirname "$fn")
     for net in "$vfdir"/net/*; do
         dev=$(basename "$net")
-        ip -n "$nodens" link add "$dev" address "$(cat "$net/address")" type veth peer name "peer-$dev"
+        if [ "$ib" = 1 ]; then
+            # a veth cannot take a 20-byte IPoIB address: the kernel picks its MAC
+            ip -n "$nodens" link add "$dev" type veth peer name "peer-$dev"
+        else
+            ip -n "$nodens" link add "$dev" address "$(cat "$net/address")" type veth peer name "peer-$dev"
+        fi
         ip -n "$nodens" link set "peer-$dev" up
     done
 done
 show_links
 node_links_before=$(ip -n "$nodens" -br link show)
+nvfs=$(ls -d "$work"/host/sys/bus/pci/devices/*/physfn | wc -l)
+if [ "$ib" = 1 ]; then
+    # What a PF's VF table reports before any pod: each VF's node and port GUID (here the
+    # last 8 bytes of its IPoIB address). The fake PF starts from these.
+    {
+        printf '{"ib_vfs": {'
+        sep=
+        for fn in "$work"/host/sys/bus/pci/devices/*/physfn; do
+            vfdir=$(readlink -f "$(dirname "$fn")")
+            pfdir=$(readlink -f "$fn")
+            for l in "$pfdir"/virtfn*; do
+                [ "$(readlink -f "$l")" = "$vfdir" ] && idx=${l##*/virtfn}
+            done
+            g=$(printf '%d' "0x$(cut -d: -f13-20 "$(ls -d "$vfdir"/net/*)/address" | tr -d :)")
+            printf '%s"%s/%s": {"node": %s, "port": %s, "bound_node": %s, "bound_port": %s, "binds": 0}' \
+                "$sep" "$(ls "$pfdir/net")" "$idx" "$g" "$g" "$g" "$g"
+            sep=,
+        done
+        printf '}}\n'
+    } > "$work/fake-vf.json"
+fi
 
 step "5. [kubelet + device plugin] a pod asking for rdma/hca: 1 and one VF is admitted"
-cat > "$work/pod.yaml" <<'EOF'
+if [ "$ib" = 1 ]; then
+    # ib-kubernetes would write the GUID into the pod's network annotation
+    networks='[{"name": "ib-sriov-net", "interface": "net1", "infiniband-guid": "02:00:00:00:00:00:0a:01"}]'
+else
+    networks='[{"name": "sriov-vhca", "interface": "net1"}]'
+fi
+cat > "$work/pod.yaml" <<EOF
 apiVersion: v1
 kind: Pod
 metadata:
   name: rdma-vf-pod
   namespace: default
   annotations:
-    k8s.v1.cni.cncf.io/networks: '[{"name": "sriov-vhca", "interface": "net1"}]'
+    k8s.v1.cni.cncf.io/networks: '$networks'
 spec:
   containers:
     - name: app
@@ -184,10 +240,39 @@ annotation=$(sed -n "s/^ *k8s.v1.cni.cncf.io\/networks: *'\(.*\)'$/\1/p" "$work/
 say "pod annotation k8s.v1.cni.cncf.io/networks: $annotation"
 [ "$(grep -o '"name"' <<< "$annotation" | wc -l)" = 1 ] || fail "this multus stand-in takes one network"
 net=$(sed 's/.*"name": *"\([^"]*\)".*/\1/' <<< "$annotation")
+ibguid=$(sed -n 's/.*"infiniband-guid": *"\([^"]*\)".*/\1/p' <<< "$annotation")
 ifname=$(sed -n 's/.*"interface": *"\([^"]*\)".*/\1/p' <<< "$annotation")
 ifname=${ifname:-net1}
 say "-> network $net as $ifname; its NetworkAttachmentDefinition:"
-cat > "$work/nad.yaml" <<'EOF'
+if [ "$ib" = 1 ]; then
+    cat > "$work/nad.yaml" <<'EOF'
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata:
+  name: ib-sriov-net
+  namespace: default
+  annotations:
+    k8s.v1.cni.cncf.io/resourceName: rdma/vhca
+spec:
+  config: |
+    {
+      "cniVersion": "1.0.0",
+      "name": "ib-sriov-net",
+      "type": "ib-sriov",
+      "link_state": "enable",
+      "capabilities": {"infinibandGUID": true},
+      "ipam": {
+        "type": "host-local",
+        "subnet": "10.56.217.0/24",
+        "rangeStart": "10.56.217.100",
+        "rangeEnd": "10.56.217.199",
+        "routes": [{"dst": "10.56.0.0/16"}],
+        "gateway": "10.56.217.1"
+      }
+    }
+EOF
+else
+    cat > "$work/nad.yaml" <<'EOF'
 apiVersion: k8s.cni.cncf.io/v1
 kind: NetworkAttachmentDefinition
 metadata:
@@ -214,6 +299,7 @@ spec:
       }
     }
 EOF
+fi
 indent < "$work/nad.yaml"
 [ "$(sed -n 's/^  name: *//p' "$work/nad.yaml")" = "$net" ] || fail "no NetworkAttachmentDefinition $net"
 resource=$(sed -n 's/^ *k8s.v1.cni.cncf.io\/resourceName: *//p' "$work/nad.yaml")
@@ -236,13 +322,22 @@ cniinfo=$work/devinfo/cni/$net-$sandbox-$ifname-device.json
 cp "$dpinfo" "$cniinfo"
 say "multus keeps a copy for the CNI: devinfo/cni/$(basename "$cniinfo")"
 vfdev=$(basename "$(ls -d "$work/host/sys/bus/pci/devices/$vf/net/"*)")
-vfmac=$(cat "$work/host/sys/bus/pci/devices/$vf/net/$vfdev/address")
+if [ "$ib" = 1 ]; then
+    vfmac=$(ip -n "$nodens" link show "$vfdev" | awk '/link\/ether/ {print $2}') # the veth's
+else
+    vfmac=$(cat "$work/host/sys/bus/pci/devices/$vf/net/$vfdev/address")
+fi
 # The delegate config: the NAD's config with deviceID injected. The demo also keeps
 # host-local's leases in its temp dir (ipam.dataDir) instead of /var/lib/cni/networks.
 awk '/config: \|/ {f = 1; next} f {sub(/^    /, ""); print}' "$work/nad.yaml" |
     sed "1s|^{|{\n  \"deviceID\": \"$vf\",|; s|\"type\": \"host-local\",|\"type\": \"host-local\", \"dataDir\": \"$work/ipam\",|" \
         > "$work/net1.conf"
-say "delegate config for sriov (deviceID injected; ipam.dataDir is the demo's):"
+if [ -n "$ibguid" ]; then
+    # multus turns the annotation's infiniband-guid into runtimeConfig for a plugin whose
+    # config declares the infinibandGUID capability
+    sed -i "1s|^{|{\n  \"runtimeConfig\": {\"infinibandGUID\": \"$ibguid\"},|" "$work/net1.conf"
+fi
+say "delegate config for sriov (deviceID and runtimeConfig injected; ipam.dataDir is the demo's):"
 indent < "$work/net1.conf"
 
 # Execs sriov-test (the sriov plugin plus the VF fake) as a runtime on the node would: in
@@ -263,10 +358,27 @@ cni() {
 vf_state() { # the fake PF's view of VF $1 ("<pf netdev>/<vf index>"), one line
     tr -d ' \n' < "$work/fake-vf.json" | grep -o "\"$1\":{[^}]*}" || echo "$1: defaults"
 }
+# an IB VF's GUIDs in the fake PF: PF table node/port, the driver's (bound) node/port, binds
+ib_guids() {
+    python3 - "$work/fake-vf.json" "$1" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))["ib_vfs"][sys.argv[2]]
+g = lambda n: ":".join(f"{n:016x}"[i:i + 2] for i in range(0, 16, 2))
+print(f"node {g(v['node'])} port {g(v['port'])} | driver node {g(v['bound_node'])} port {g(v['bound_port'])} | binds {v['binds']}")
+PY
+}
 
 step "8. [sriov CNI] ADD $ifname: $bin/sriov-test in $nodens, CNI_NETNS=/run/netns/$podns"
 say "(VF settings go to SRIOV_CNI_FAKE_VF_STATE=$work/fake-vf.json: this kernel has no"
 say " SR-IOV; links, addresses and routes are real)"
+if [ "$ib" = 1 ]; then
+    pf0=$(basename "$(readlink -f "$work/host/sys/bus/pci/devices/$vf/physfn")")
+    for l in "$work/host/sys/bus/pci/devices/$pf0"/virtfn*; do
+        [ "$(basename "$(readlink -f "$l")")" = "$vf" ] && ibkey=$(ls "$work/host/sys/bus/pci/devices/$pf0/net")/${l##*/virtfn}
+    done
+    ib_before=$(ib_guids "$ibkey")
+    say "the VF's GUIDs before ADD ($ibkey): $ib_before"
+fi
 cni ADD "$work/net1.conf" || fail "sriov ADD: $(cat "$work/cni.out")"
 result=$(cat "$work/cni.out")
 say "result:"
@@ -290,8 +402,19 @@ grep -q "link/ether $vfmac" < <(ip -n "$podns" link show "$ifname") || fail "$if
 addr=$(ip -n "$podns" -4 -o addr show "$ifname" | awk '{print $4}')
 case $addr in 10.56.217.1[0-9][0-9]/24) ;; *) fail "$ifname address '$addr' not in 10.56.217.100-199" ;; esac
 grep -q "\"address\":\"$addr\"" <<< "$result" || fail "result does not report $addr"
-vf_state "$pfdev/$vfidx" | grep -q '"vlan":100' || fail "VLAN 100 not set on $pfdev VF $vfidx"
-ok "$vfdev ($vf, MAC $vfmac) is $ifname in the pod with $addr; VLAN 100 and 10 Gbit/s cap on $pfdev VF $vfidx"
+if [ "$ib" = 1 ]; then
+    ib_after=$(ib_guids "$pfdev/$vfidx")
+    say "the VF's GUIDs after ADD: $ib_after"
+    want=$(tr -d : <<< "$ibguid")
+    want=${want:0:2}:${want:2:2}:${want:4:2}:${want:6:2}:${want:8:2}:${want:10:2}:${want:12:2}:${want:14:2}
+    [ "$ib_after" = "node $want port $want | driver node $want port $want | binds 1" ] ||
+        fail "GUIDs after ADD: $ib_after (want $ibguid in the PF table and the driver, one rebind)"
+    vf_state "$pfdev/$vfidx" | grep -q '"link_state":"enable"' || fail "link_state enable not set on $pfdev VF $vfidx"
+    ok "$vfdev ($vf) is $ifname in the pod with $addr; node and port GUID $ibguid set on $pfdev VF $vfidx, VF rebound, link state enable"
+else
+    vf_state "$pfdev/$vfidx" | grep -q '"vlan":100' || fail "VLAN 100 not set on $pfdev VF $vfidx"
+    ok "$vfdev ($vf, MAC $vfmac) is $ifname in the pod with $addr; VLAN 100 and 10 Gbit/s cap on $pfdev VF $vfidx"
+fi
 
 step "9. [sriov CNI] CHECK $ifname (the config with prevResult = ADD's result)"
 { printf '{\n  "prevResult": %s,\n' "$result"; tail -n +2 "$work/net1.conf"; } > "$work/net1.check.conf"
@@ -313,8 +436,16 @@ vf_state "$pfdev/$vfidx" | indent
 grep -q "link/ether $vfmac" < <(ip -n "$nodens" link show "$vfdev") || fail "$vfdev is not back with MAC $vfmac"
 [ "$(ip -n "$nodens" -br link show)" = "$node_links_before" ] || fail "the node's links differ from before the pod"
 ok "$vfdev back on the node under its own name, with its MAC; the node's links as before the pod"
-vf_state "$pfdev/$vfidx" | grep -q '"vlan":0' || fail "VLAN still set on $pfdev VF $vfidx"
-ok "VF $vfidx of $pfdev back to VLAN 0, no rate cap"
+if [ "$ib" = 1 ]; then
+    ib_del=$(ib_guids "$pfdev/$vfidx")
+    say "the VF's GUIDs after DEL: $ib_del"
+    [ "${ib_del% | binds *}" = "${ib_before% | binds *}" ] || fail "GUIDs after DEL: $ib_del, before ADD: $ib_before"
+    [ "${ib_del##* | binds }" = 2 ] || fail "DEL did not rebind the VF once: $ib_del"
+    ok "VF $vfidx of $pfdev: node and port GUIDs restored to ${ib_before%% |*}, VF rebound"
+else
+    vf_state "$pfdev/$vfidx" | grep -q '"vlan":0' || fail "VLAN still set on $pfdev VF $vfidx"
+    ok "VF $vfidx of $pfdev back to VLAN 0, no rate cap"
+fi
 left=$(find "$work/cni-data" -type f ! -path '*/lock/*' | wc -l)
 [ "$left" = 0 ] || fail "sriov cache left: $(find "$work/cni-data" -type f)"
 ok "sriov cache ($work/cni-data) empty"
@@ -331,8 +462,8 @@ say "asks pod-resources which VFs pods still hold and removes the files of the o
 "$bin/demo-kubelet" wait-removed "$dpinfo" --timeout 10 | indent || fail "$dpinfo still there"
 kube free rdma/vhca
 kube free rdma/hca
-say "a new pod can take all 16 VFs, $vf among them:"
-kube admit default/next-pod app rdma/vhca:16 > "$work/next-pod.txt"
+say "a new pod can take all $nvfs VFs, $vf among them:"
+kube admit default/next-pod app "rdma/vhca:$nvfs" > "$work/next-pod.txt"
 grep -E '^[0-9]+ x|Allocate' "$work/next-pod.txt" | indent
 grep -q "Allocate.*$vf" "$work/next-pod.txt" || fail "$vf was not allocated again"
 kube delete default/next-pod > /dev/null
