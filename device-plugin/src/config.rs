@@ -1051,6 +1051,40 @@ mod tests {
     }
 
     #[test]
+    fn arrays_are_not_objects_and_unsupported_keys_say_so() {
+        // serde's derived structs would take `[]` for an object; no upstream format does
+        for (text, want) in [
+            (
+                r#"{"resourceList":[[]]}"#,
+                "resourceList[0]: [] must be an object",
+            ),
+            (
+                r#"{"resourceList":[{"resourceName":"a","selectors":[[]]}]}"#,
+                "resourceList[0].selectors[0]: [] must be an object",
+            ),
+            (
+                r#"{"configList":[{"resourceName":"a","selectors":[]}]}"#,
+                "configList[0].selectors: [] must be an object",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.ends_with(want), "error {e:?} lacks {want:?}");
+        }
+        let c = parse(
+            r#"{"resourceList":[{"resourceName":"a","additionalInfo":{},"selectors":{"pKeys":[]}}]}"#,
+        )
+        .unwrap();
+        let got: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "resourceList[0].additionalInfo: not supported by this plugin, ignored",
+                "resourceList[0].selectors.pKeys: not supported by this plugin, ignored",
+            ]
+        );
+    }
+
+    #[test]
     fn rdma_shared_format() {
         let c = parse(
             r#"{"periodicUpdateInterval":300,"configList":[
