@@ -11,7 +11,11 @@
 
 use crate::selectors::{FunctionFilter, PfNameSelector, Selectors, parse_link_type};
 use rdma_hca::{MELLANOX_VENDOR, PciAddress};
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -244,50 +248,68 @@ impl Config {
 
     /// Parse `text` read from `file` (used in messages).
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
-            file: file.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
+        // Pass 1 checks the syntax and splits the top level; the format is chosen by its
+        // keys, so each top-level value is typed (pass 2) only once the format is known.
+        let top: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
+            Ok(top) => top,
+            Err(e) if e.is_data() => {
+                let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                return Err(invalid(file, "$", &v, "must be an object"));
+            }
+            Err(e) => {
+                return Err(ConfigError::Syntax {
+                    file: file.to_path_buf(),
+                    line: e.line(),
+                    column: e.column(),
+                    message: e.to_string(),
+                });
+            }
+        };
         let mut p = Parser {
             file,
             warnings: Vec::new(),
         };
-        let top = p.object(&v, "$")?;
-        let (format, resources, interval) = if top.contains_key("resourceList") {
-            p.known_keys(top, "", &["resourceList"]);
-            (ConfigFormat::SriovDp, p.sriovdp(top)?, None)
-        } else if top.contains_key("configList") {
+        let (format, resources, interval) = if let Some(list) = top.get("resourceList") {
+            p.known_keys(&top, &["resourceList"]);
+            let list: Vec<Obj<SriovDpResource>> = p.typed("resourceList", list)?;
+            (ConfigFormat::SriovDp, p.sriovdp(list)?, None)
+        } else if let Some(list) = top.get("configList") {
             p.known_keys(
-                top,
-                "",
+                &top,
                 &["configList", "periodicUpdateInterval", "kubeletRootDir"],
             );
-            let (r, i) = p.rdma_shared(top)?;
-            (ConfigFormat::RdmaShared, r, i)
-        } else if top.contains_key("mode") {
-            p.known_keys(top, "", &["mode", "pfNetdevices"]);
-            let (f, r) = p.rdma_sriov(top)?;
+            let interval = match top.get("periodicUpdateInterval") {
+                None => None,
+                Some(v) => Some(Duration::from_secs(p.typed("periodicUpdateInterval", v)?)),
+            };
+            if let Some(v) = top.get("kubeletRootDir") {
+                p.typed::<String>("kubeletRootDir", v)?;
+            }
+            let list: Vec<Obj<SharedResource>> = p.typed("configList", list)?;
+            (ConfigFormat::RdmaShared, p.rdma_shared(list)?, interval)
+        } else if let Some(mode) = top.get("mode") {
+            p.known_keys(&top, &["mode", "pfNetdevices"]);
+            let (f, r) = p.rdma_sriov(mode, top.get("pfNetdevices").copied())?;
             (f, r, None)
         } else {
             return Err(ConfigError::UnknownFormat {
                 file: file.to_path_buf(),
-                keys: top.keys().cloned().collect(),
+                keys: top.into_keys().collect(),
             });
         };
         // duplicate full names are an error across the whole file
-        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
         for r in &resources {
-            if let Some(first) = seen.get(&r.full_name()) {
+            let full = r.full_name();
+            if let Some(first) = seen.get(&full) {
                 return Err(ConfigError::Duplicate {
                     file: file.to_path_buf(),
                     path: format!("{}.resourceName", r.json_path),
-                    name: r.full_name(),
-                    first: first.clone(),
+                    name: full,
+                    first: (*first).to_string(),
                 });
             }
-            seen.insert(r.full_name(), r.json_path.clone());
+            seen.insert(full, &r.json_path);
         }
         Ok(Config {
             format,
@@ -364,198 +386,432 @@ fn hex_id(s: &str) -> bool {
     s.len() == 4 && s.bytes().all(|c| c.is_ascii_hexdigit())
 }
 
+// ---------------------------------------------------------------- the formats, typed
+//
+// Each format is a set of serde types; `Parser::typed` deserialises one top-level value
+// into them through `serde_ignored` (unknown keys become warnings) and
+// `serde_path_to_error` (a type error names its JSON path). The checks serde cannot
+// express (names, hex ids, PCI addresses, ranges) are the `validate` steps below, each
+// naming the path it checks. Fields whose `null` upstream rejects are read with
+// [`present`], so `null` stays a type error rather than "not set".
+
+/// `Some(T)`: the key is there, and `null` is not a `T`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A JSON object only: serde's derived structs also take an array of the fields in order,
+/// which no upstream format means.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// sriov-network-device-plugin: one `resourceList` entry.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SriovDpResource {
+    resource_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    resource_prefix: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    device_type: Option<DeviceTypeKey>,
+    #[serde(default)]
+    exclude_topology: bool,
+    #[serde(default, deserialize_with = "present")]
+    allocation_policy: Option<PolicyKey>,
+    #[serde(default, deserialize_with = "present")]
+    selectors: Option<OneOrMany>,
+}
+
+#[derive(Deserialize)]
+enum DeviceTypeKey {
+    #[serde(rename = "netDevice")]
+    NetDevice,
+    #[serde(rename = "accelerator")]
+    Accelerator,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PolicyKey {
+    Spread,
+    Pack,
+}
+
+/// `selectors`: one selector object or a list of them.
+enum OneOrMany {
+    One(SriovDpSelectors),
+    Many(Vec<Obj<SriovDpSelectors>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a selector object or a list of them")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OneOrMany, A::Error> {
+                SriovDpSelectors::deserialize(MapAccessDeserializer::new(map)).map(OneOrMany::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element()? {
+                    out.push(s);
+                }
+                Ok(OneOrMany::Many(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// sriov-network-device-plugin: one selector set.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SriovDpSelectors {
+    #[serde(default)]
+    vendors: Vec<String>,
+    #[serde(default)]
+    devices: Vec<String>,
+    #[serde(default)]
+    drivers: Vec<String>,
+    #[serde(default)]
+    pci_addresses: Vec<String>,
+    #[serde(default)]
+    pf_names: Vec<String>,
+    #[serde(default)]
+    root_devices: Vec<String>,
+    #[serde(default)]
+    link_types: Vec<String>,
+    #[serde(default)]
+    is_rdma: bool,
+    #[serde(default)]
+    need_vhost_net: bool,
+}
+
+/// k8s-rdma-shared-dev-plugin: one `configList` entry.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SharedResource {
+    resource_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    resource_prefix: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    rdma_hca_max: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    devices: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    selectors: Option<Obj<SharedSelectors>>,
+}
+
+/// k8s-rdma-shared-dev-plugin: its one selector set.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SharedSelectors {
+    #[serde(default)]
+    vendors: Vec<String>,
+    #[serde(default, rename = "deviceIDs")]
+    device_ids: Vec<String>,
+    #[serde(default)]
+    drivers: Vec<String>,
+    #[serde(default)]
+    if_names: Vec<String>,
+    #[serde(default)]
+    link_types: Vec<String>,
+}
+
+/// Keys upstream knows that this plugin does not act on: a warning of their own.
+const UNSUPPORTED: [&str; 6] = [
+    "additionalInfo",
+    "ddpProfiles",
+    "vdpaType",
+    "pKeys",
+    "acpiIndexes",
+    "auxTypes",
+];
+
+/// The reason a type error at a key gives, where "must be a string" says too little.
+fn key_reason(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "isRdma" | "needVhostNet" | "excludeTopology" => "must be true or false",
+        "deviceType" => "must be \"netDevice\" or \"accelerator\"",
+        "allocationPolicy" => "must be \"spread\" or \"pack\"",
+        "periodicUpdateInterval" => "must be a non-negative number of seconds",
+        "rdmaHcaMax" => "must be a positive integer",
+        "mode" => "must be \"hca\" or \"sriov\"",
+        _ => return None,
+    })
+}
+
+/// The reason for serde's `invalid type: ..., expected X` in this file's words.
+fn type_reason(message: &str) -> String {
+    let message = message.rsplit_once(" at line ").map_or(message, |(m, _)| m);
+    match message.rsplit_once(", expected ").map(|(_, e)| e) {
+        Some("a string") => "must be a string".into(),
+        Some("a sequence") => "must be an array".into(),
+        Some(e) if e.starts_with("struct ") || e == "a map" || e.starts_with("a selector") => {
+            "must be an object".into()
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// One step of a JSON path, as both path crates report them.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// `resourceList[1].selectors.vendors[0]`.
+fn render(top: &str, steps: &[Step<'_>]) -> String {
+    let mut s = top.to_string();
+    for step in steps {
+        match step {
+            Step::Key(k) => {
+                s.push('.');
+                s.push_str(k);
+            }
+            Step::Index(i) => {
+                s.push('[');
+                s.push_str(&i.to_string());
+                s.push(']');
+            }
+        }
+    }
+    s
+}
+
+/// serde_ignored's path as steps (its `Some`/newtype layers say nothing to a reader).
+fn ignored_steps<'a>(path: &'a serde_ignored::Path<'a>, out: &mut Vec<Step<'a>>) {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => {}
+        Path::Seq { parent, index } => {
+            ignored_steps(parent, out);
+            out.push(Step::Index(*index));
+        }
+        Path::Map { parent, key } => {
+            ignored_steps(parent, out);
+            out.push(Step::Key(key));
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_steps(parent, out),
+    }
+}
+
+fn invalid(file: &Path, path: &str, value: &Value, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        path: if path.is_empty() {
+            "$".into()
+        } else {
+            path.into()
+        },
+        value: serde_json::to_string(value).unwrap_or_else(|_| "?".into()),
+        reason: reason.into(),
+    }
+}
+
 struct Parser<'a> {
     file: &'a Path,
     warnings: Vec<ConfigWarning>,
 }
 
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() || path == "$" {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
 impl Parser<'_> {
     fn invalid(&self, path: &str, value: &Value, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.file.to_path_buf(),
-            path: if path.is_empty() {
-                "$".into()
-            } else {
-                path.into()
-            },
-            value: serde_json::to_string(value).unwrap_or_else(|_| "?".into()),
-            reason: reason.into(),
-        }
+        invalid(self.file, path, value, reason)
     }
 
-    fn object<'v>(&self, v: &'v Value, path: &str) -> Result<&'v Map<String, Value>, ConfigError> {
-        v.as_object()
-            .ok_or_else(|| self.invalid(path, v, "must be an object"))
+    /// A string-valued error: the value is the (valid) string itself.
+    fn bad_str(&self, path: &str, s: &str, reason: impl Into<String>) -> ConfigError {
+        self.invalid(path, &Value::String(s.to_string()), reason)
     }
 
-    fn array<'v>(&self, v: &'v Value, path: &str) -> Result<&'v Vec<Value>, ConfigError> {
-        v.as_array()
-            .ok_or_else(|| self.invalid(path, v, "must be an array"))
-    }
-
-    fn known_keys(&mut self, m: &Map<String, Value>, path: &str, known: &[&str]) {
-        for k in m.keys() {
+    /// Warns about the top-level keys this format does not know.
+    fn known_keys(&mut self, top: &BTreeMap<String, &RawValue>, known: &[&str]) {
+        for k in top.keys() {
             if !known.contains(&k.as_str()) {
                 self.warnings.push(ConfigWarning {
-                    path: join(path, k),
+                    path: k.clone(),
                     message: "unknown key, ignored".into(),
                 });
             }
         }
     }
 
-    fn unsupported(&mut self, m: &Map<String, Value>, path: &str, keys: &[&str]) {
-        for k in keys {
-            if m.contains_key(*k) {
-                self.warnings.push(ConfigWarning {
-                    path: join(path, k),
-                    message: "not supported by this plugin, ignored".into(),
-                });
+    /// Deserialises the top-level value `raw` of key `top` into `T`: unknown keys below
+    /// it become warnings, a type error an [`ConfigError::Invalid`] naming its path.
+    fn typed<'de, T: Deserialize<'de>>(
+        &mut self,
+        top: &str,
+        raw: &'de RawValue,
+    ) -> Result<T, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let warnings = &mut self.warnings;
+        let mut track = |path: serde_ignored::Path<'_>| {
+            let mut steps = Vec::new();
+            ignored_steps(&path, &mut steps);
+            let unsupported = matches!(steps.last(), Some(Step::Key(k)) if UNSUPPORTED.contains(k));
+            warnings.push(ConfigWarning {
+                path: render(top, &steps),
+                message: if unsupported {
+                    "not supported by this plugin, ignored"
+                } else {
+                    "unknown key, ignored"
+                }
+                .into(),
+            });
+        };
+        let tracked = serde_ignored::Deserializer::new(&mut de, &mut track);
+        serde_path_to_error::deserialize(tracked).map_err(|e| {
+            // the error path: find the value it names to quote it
+            let mut steps = Vec::new();
+            for seg in e.path().iter() {
+                match seg {
+                    serde_path_to_error::Segment::Seq { index } => steps.push(Step::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => steps.push(Step::Key(key)),
+                    serde_path_to_error::Segment::Enum { .. }
+                    | serde_path_to_error::Segment::Unknown => {}
+                }
             }
-        }
+            let whole: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+            let mut at = &whole;
+            for step in &steps {
+                at = match step {
+                    Step::Key(k) => at.get(k),
+                    Step::Index(i) => at.get(i),
+                }
+                .unwrap_or(&Value::Null);
+            }
+            let key = match steps.last() {
+                Some(Step::Key(k)) => *k,
+                Some(Step::Index(_)) => "",
+                None => top,
+            };
+            let reason =
+                key_reason(key).map_or_else(|| type_reason(&e.inner().to_string()), str::to_string);
+            self.invalid(&render(top, &steps), at, reason)
+        })
     }
 
-    fn string(&self, v: &Value, path: &str) -> Result<String, ConfigError> {
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| self.invalid(path, v, "must be a string"))
-    }
-
-    fn bool(&self, m: &Map<String, Value>, path: &str, key: &str) -> Result<bool, ConfigError> {
-        match m.get(key) {
-            None => Ok(false),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.invalid(&join(path, key), v, "must be true or false")),
-        }
-    }
-
-    /// A list of strings, each checked by `check` (which returns the reason on failure).
-    fn strings<T>(
+    /// Each string of the list at `path` checked by `check` (which gives the reason).
+    fn each<T>(
         &self,
-        m: &Map<String, Value>,
         path: &str,
-        key: &str,
+        list: &[String],
         check: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Vec<T>, ConfigError> {
-        let Some(v) = m.get(key) else {
-            return Ok(Vec::new());
-        };
-        let p = join(path, key);
-        let mut out = Vec::new();
-        for (i, e) in self.array(v, &p)?.iter().enumerate() {
-            let ep = format!("{p}[{i}]");
-            let s = self.string(e, &ep)?;
-            out.push(check(&s).map_err(|reason| self.invalid(&ep, e, reason))?);
-        }
-        Ok(out)
+        list.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                check(s).map_err(|reason| self.bad_str(&format!("{path}[{i}]"), s, reason))
+            })
+            .collect()
     }
 
+    /// `resourceName` (required) and `resourcePrefix` (`default_prefix` when absent).
     fn name_and_prefix(
         &self,
-        m: &Map<String, Value>,
         path: &str,
+        name: Option<String>,
+        prefix: Option<String>,
         default_prefix: &str,
     ) -> Result<(String, String), ConfigError> {
-        let np = join(path, "resourceName");
-        let nv = m.get("resourceName").unwrap_or(&Value::Null);
-        if nv.is_null() {
-            return Err(self.invalid(&np, nv, "is required"));
-        }
-        let name = self.string(nv, &np)?;
+        let np = format!("{path}.resourceName");
+        let Some(name) = name else {
+            return Err(self.invalid(&np, &Value::Null, "is required"));
+        };
         if !valid_resource_name(&name) {
-            return Err(self.invalid(&np, nv, "must match ^[a-zA-Z0-9_-]+$"));
+            return Err(self.bad_str(&np, &name, "must match ^[a-zA-Z0-9_-]+$"));
         }
-        let prefix = match m.get("resourcePrefix") {
+        let prefix = match prefix {
             None => default_prefix.to_string(),
-            Some(v) => {
-                let pp = join(path, "resourcePrefix");
-                let p = self.string(v, &pp)?;
-                if !valid_prefix(&p) {
-                    return Err(self.invalid(
-                        &pp,
-                        v,
-                        "must be a DNS subdomain (lower-case letters, digits, '-' and '.')",
-                    ));
-                }
-                p
+            Some(p) if valid_prefix(&p) => p,
+            Some(p) => {
+                return Err(self.bad_str(
+                    &format!("{path}.resourcePrefix"),
+                    &p,
+                    "must be a DNS subdomain (lower-case letters, digits, '-' and '.')",
+                ));
             }
         };
         Ok((name, prefix))
     }
 
-    fn sriovdp(&mut self, top: &Map<String, Value>) -> Result<Vec<ResourceConfig>, ConfigError> {
-        let list = self.array(&top["resourceList"], "resourceList")?;
-        let mut out = Vec::new();
-        for (i, rv) in list.iter().enumerate() {
+    /// `vendors`, `drivers`, `linkTypes`: the keys both upstream formats share.
+    fn common_selectors(
+        &self,
+        path: &str,
+        vendors: &[String],
+        drivers: &[String],
+        link_types: &[String],
+    ) -> Result<Selectors, ConfigError> {
+        Ok(Selectors {
+            vendors: self.each(&format!("{path}.vendors"), vendors, check_hex)?,
+            drivers: self.each(&format!("{path}.drivers"), drivers, |s| {
+                if s.is_empty() {
+                    Err("must not be empty".into())
+                } else {
+                    Ok(s.to_string())
+                }
+            })?,
+            link_types: self.each(&format!("{path}.linkTypes"), link_types, |s| {
+                parse_link_type(s).ok_or_else(|| {
+                    "must be \"ether\", \"infiniband\" or an ARPHRD number".to_string()
+                })
+            })?,
+            ..Default::default()
+        })
+    }
+
+    fn sriovdp(&self, list: Vec<Obj<SriovDpResource>>) -> Result<Vec<ResourceConfig>, ConfigError> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, Obj(r)) in list.into_iter().enumerate() {
             let path = format!("resourceList[{i}]");
-            let m = self.object(rv, &path)?;
-            self.known_keys(
-                m,
+            let (name, prefix) = self.name_and_prefix(
                 &path,
-                &[
-                    "resourceName",
-                    "resourcePrefix",
-                    "deviceType",
-                    "excludeTopology",
-                    "selectors",
-                    "allocationPolicy",
-                    "additionalInfo",
-                ],
-            );
-            self.unsupported(m, &path, &["additionalInfo"]);
-            let (name, prefix) = self.name_and_prefix(m, &path, SRIOVDP_DEFAULT_PREFIX)?;
-            let device_type = match m.get("deviceType") {
-                None => DeviceType::NetDevice,
-                Some(v) => match v.as_str() {
-                    Some("netDevice") => DeviceType::NetDevice,
-                    Some("accelerator") => DeviceType::Accelerator,
-                    _ => {
-                        return Err(self.invalid(
-                            &join(&path, "deviceType"),
-                            v,
-                            "must be \"netDevice\" or \"accelerator\"",
-                        ));
-                    }
-                },
+                r.resource_name,
+                r.resource_prefix,
+                SRIOVDP_DEFAULT_PREFIX,
+            )?;
+            let device_type = match r.device_type {
+                None | Some(DeviceTypeKey::NetDevice) => DeviceType::NetDevice,
+                Some(DeviceTypeKey::Accelerator) => DeviceType::Accelerator,
             };
-            let exclude_topology = self.bool(m, &path, "excludeTopology")?;
-            let policy = match m.get("allocationPolicy") {
-                None => AllocationPolicy::Spread,
-                Some(v) => match v.as_str() {
-                    Some("spread") => AllocationPolicy::Spread,
-                    Some("pack") => AllocationPolicy::Pack,
-                    _ => {
-                        return Err(self.invalid(
-                            &join(&path, "allocationPolicy"),
-                            v,
-                            "must be \"spread\" or \"pack\"",
-                        ));
-                    }
-                },
+            let policy = match r.allocation_policy {
+                None | Some(PolicyKey::Spread) => AllocationPolicy::Spread,
+                Some(PolicyKey::Pack) => AllocationPolicy::Pack,
             };
-            let sp = join(&path, "selectors");
-            let sets: Vec<(String, &Value)> = match m.get("selectors") {
+            let selectors = match &r.selectors {
                 None => Vec::new(),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .enumerate()
-                    .map(|(j, v)| (format!("{sp}[{j}]"), v))
-                    .collect(),
-                Some(v) => vec![(sp.clone(), v)],
+                Some(OneOrMany::One(s)) => {
+                    vec![self.sriovdp_selectors(&format!("{path}.selectors"), s)?]
+                }
+                Some(OneOrMany::Many(sets)) => {
+                    let mut v = Vec::with_capacity(sets.len());
+                    for (j, Obj(s)) in sets.iter().enumerate() {
+                        v.push(self.sriovdp_selectors(&format!("{path}.selectors[{j}]"), s)?);
+                    }
+                    v
+                }
             };
-            let mut selectors = Vec::new();
-            for (p, v) in sets {
-                selectors.push(self.sriovdp_selectors(v, &p)?);
-            }
             let mount_rdma = selectors.iter().any(|s| s.is_rdma);
             let mount_vhost_net = selectors.iter().any(|s| s.need_vhost_net);
             out.push(ResourceConfig {
@@ -564,7 +820,7 @@ impl Parser<'_> {
                 json_path: path,
                 kind: ResourceKind::VfPool {
                     device_type,
-                    exclude_topology,
+                    exclude_topology: r.exclude_topology,
                     selectors,
                     mount_rdma,
                     mount_vhost_net,
@@ -575,150 +831,71 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    fn sriovdp_selectors(&mut self, v: &Value, path: &str) -> Result<Selectors, ConfigError> {
-        let m = self.object(v, path)?;
-        let known = [
-            "vendors",
-            "devices",
-            "drivers",
-            "pciAddresses",
-            "pfNames",
-            "rootDevices",
-            "linkTypes",
-            "isRdma",
-            "needVhostNet",
-            "ddpProfiles",
-            "vdpaType",
-            "pKeys",
-            "acpiIndexes",
-            "auxTypes",
-        ];
-        self.known_keys(m, path, &known);
-        self.unsupported(
-            m,
-            path,
-            &[
-                "ddpProfiles",
-                "vdpaType",
-                "pKeys",
-                "acpiIndexes",
-                "auxTypes",
-            ],
-        );
-        let s = self.common_selectors(m, path)?;
-        Ok(Selectors {
-            pci_addresses: self.strings(m, path, "pciAddresses", parse_pci)?,
-            pf_names: self.strings(m, path, "pfNames", |s| s.parse())?,
-            root_devices: self.strings(m, path, "rootDevices", parse_pci)?,
-            is_rdma: self.bool(m, path, "isRdma")?,
-            need_vhost_net: self.bool(m, path, "needVhostNet")?,
-            devices: self.strings(m, path, "devices", check_hex)?,
-            // netDevice pools take network-class functions only: pools.rs checks the class
-            ..s
-        })
-    }
-
-    /// `vendors`, `drivers`, `linkTypes`: the keys both upstream formats share.
-    fn common_selectors(
+    fn sriovdp_selectors(
         &self,
-        m: &Map<String, Value>,
         path: &str,
+        s: &SriovDpSelectors,
     ) -> Result<Selectors, ConfigError> {
+        let common = self.common_selectors(path, &s.vendors, &s.drivers, &s.link_types)?;
         Ok(Selectors {
-            vendors: self.strings(m, path, "vendors", check_hex)?,
-            drivers: self.strings(m, path, "drivers", |s| {
-                if s.is_empty() {
-                    Err("must not be empty".into())
-                } else {
-                    Ok(s.to_string())
-                }
-            })?,
-            link_types: self.strings(m, path, "linkTypes", |s| {
-                parse_link_type(s).ok_or_else(|| {
-                    "must be \"ether\", \"infiniband\" or an ARPHRD number".to_string()
-                })
-            })?,
-            ..Default::default()
+            pci_addresses: self.each(
+                &format!("{path}.pciAddresses"),
+                &s.pci_addresses,
+                parse_pci,
+            )?,
+            pf_names: self.each(&format!("{path}.pfNames"), &s.pf_names, |n| n.parse())?,
+            root_devices: self.each(&format!("{path}.rootDevices"), &s.root_devices, parse_pci)?,
+            is_rdma: s.is_rdma,
+            need_vhost_net: s.need_vhost_net,
+            devices: self.each(&format!("{path}.devices"), &s.devices, check_hex)?,
+            // netDevice pools take network-class functions only: pools.rs checks the class
+            ..common
         })
     }
 
     fn rdma_shared(
-        &mut self,
-        top: &Map<String, Value>,
-    ) -> Result<(Vec<ResourceConfig>, Option<Duration>), ConfigError> {
-        let interval = match top.get("periodicUpdateInterval") {
-            None => None,
-            Some(v) => match v.as_u64() {
-                Some(n) => Some(Duration::from_secs(n)),
-                None => {
+        &self,
+        list: Vec<Obj<SharedResource>>,
+    ) -> Result<Vec<ResourceConfig>, ConfigError> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, Obj(r)) in list.into_iter().enumerate() {
+            let path = format!("configList[{i}]");
+            let (name, prefix) = self.name_and_prefix(
+                &path,
+                r.resource_name,
+                r.resource_prefix,
+                RDMA_SHARED_DEFAULT_PREFIX,
+            )?;
+            let max = match r.rdma_hca_max {
+                None => DEFAULT_RDMA_HCA_MAX,
+                Some(0) => {
                     return Err(self.invalid(
-                        "periodicUpdateInterval",
-                        v,
-                        "must be a non-negative number of seconds",
+                        &format!("{path}.rdmaHcaMax"),
+                        &Value::from(0),
+                        "must be a positive integer",
                     ));
                 }
-            },
-        };
-        if let Some(v) = top.get("kubeletRootDir") {
-            self.string(v, "kubeletRootDir")?;
-        }
-        let list = self.array(&top["configList"], "configList")?;
-        let mut out = Vec::new();
-        for (i, rv) in list.iter().enumerate() {
-            let path = format!("configList[{i}]");
-            let m = self.object(rv, &path)?;
-            self.known_keys(
-                m,
-                &path,
-                &[
-                    "resourceName",
-                    "resourcePrefix",
-                    "rdmaHcaMax",
-                    "devices",
-                    "selectors",
-                ],
-            );
-            let (name, prefix) = self.name_and_prefix(m, &path, RDMA_SHARED_DEFAULT_PREFIX)?;
-            let max = match m.get("rdmaHcaMax") {
-                None => DEFAULT_RDMA_HCA_MAX,
-                Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                    Some(n) if n > 0 => n,
-                    _ => {
-                        return Err(self.invalid(
-                            &join(&path, "rdmaHcaMax"),
-                            v,
-                            "must be a positive integer",
-                        ));
-                    }
-                },
+                Some(n) => n,
             };
-            let devices = self.strings(m, &path, "devices", |s| Ok::<_, String>(s.to_string()))?;
-            let mut sel = match m.get("selectors") {
-                None => Selectors::default(),
-                Some(v) => {
-                    let sp = join(&path, "selectors");
-                    let sm = self.object(v, &sp)?;
-                    self.known_keys(
-                        sm,
-                        &sp,
-                        &["vendors", "deviceIDs", "drivers", "ifNames", "linkTypes"],
-                    );
-                    Selectors {
-                        devices: self.strings(sm, &sp, "deviceIDs", check_hex)?,
-                        if_names: self
-                            .strings(sm, &sp, "ifNames", |s| Ok::<_, String>(s.to_string()))?,
-                        ..self.common_selectors(sm, &sp)?
-                    }
-                }
-            };
-            if m.get("selectors").is_none() && m.get("devices").is_none() {
+            if r.selectors.is_none() && r.devices.is_none() {
                 return Err(self.invalid(
-                    &join(&path, "selectors"),
+                    &format!("{path}.selectors"),
                     &Value::Null,
                     "is required (or the old \"devices\" list)",
                 ));
             }
-            sel.if_names.extend(devices);
+            let mut sel = match &r.selectors {
+                None => Selectors::default(),
+                Some(Obj(s)) => {
+                    let sp = format!("{path}.selectors");
+                    Selectors {
+                        devices: self.each(&format!("{sp}.deviceIDs"), &s.device_ids, check_hex)?,
+                        if_names: s.if_names.clone(),
+                        ..self.common_selectors(&sp, &s.vendors, &s.drivers, &s.link_types)?
+                    }
+                }
+            };
+            sel.if_names.extend(r.devices.unwrap_or_default());
             sel.is_rdma = true;
             out.push(ResourceConfig {
                 prefix,
@@ -730,17 +907,18 @@ impl Parser<'_> {
                 },
             });
         }
-        Ok((out, interval))
+        Ok(out)
     }
 
     fn rdma_sriov(
         &mut self,
-        top: &Map<String, Value>,
+        mode: &RawValue,
+        pf_netdevices: Option<&RawValue>,
     ) -> Result<(ConfigFormat, Vec<ResourceConfig>), ConfigError> {
-        let mv = &top["mode"];
-        match mv.as_str() {
-            Some("hca") => {
-                if top.contains_key("pfNetdevices") {
+        let m: String = self.typed("mode", mode)?;
+        match m.as_str() {
+            "hca" => {
+                if pf_netdevices.is_some() {
                     self.warnings.push(ConfigWarning {
                         path: "pfNetdevices".into(),
                         message: "only used in \"sriov\" mode, ignored".into(),
@@ -748,8 +926,12 @@ impl Parser<'_> {
                 }
                 Ok((ConfigFormat::RdmaSriovHca, vec![hca_mode_resource("$")]))
             }
-            Some("sriov") => {
-                let pfs = self.strings(top, "", "pfNetdevices", |s| {
+            "sriov" => {
+                let names: Vec<String> = match pf_netdevices {
+                    None => Vec::new(),
+                    Some(raw) => self.typed("pfNetdevices", raw)?,
+                };
+                let pfs = self.each("pfNetdevices", &names, |s| {
                     if s.is_empty() || s.contains('#') || s.contains('/') {
                         Err("must be a netdev name".to_string())
                     } else {
@@ -757,16 +939,20 @@ impl Parser<'_> {
                     }
                 })?;
                 if pfs.is_empty() {
-                    let v = top.get("pfNetdevices").unwrap_or(&Value::Null);
+                    let v = if pf_netdevices.is_some() {
+                        Value::Array(vec![])
+                    } else {
+                        Value::Null
+                    };
                     return Err(self.invalid(
                         "pfNetdevices",
-                        v,
+                        &v,
                         "must list at least one PF netdev in \"sriov\" mode",
                     ));
                 }
                 Ok((ConfigFormat::RdmaSriovSriov, vec![vhca_resource("$", pfs)]))
             }
-            _ => Err(self.invalid("mode", mv, "must be \"hca\" or \"sriov\"")),
+            _ => Err(self.bad_str("mode", &m, "must be \"hca\" or \"sriov\"")),
         }
     }
 }
@@ -861,6 +1047,40 @@ mod tests {
         assert!(
             paths.contains(&"resourceList[0].selectors.pKeys"),
             "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn arrays_are_not_objects_and_unsupported_keys_say_so() {
+        // serde's derived structs would take `[]` for an object; no upstream format does
+        for (text, want) in [
+            (
+                r#"{"resourceList":[[]]}"#,
+                "resourceList[0]: [] must be an object",
+            ),
+            (
+                r#"{"resourceList":[{"resourceName":"a","selectors":[[]]}]}"#,
+                "resourceList[0].selectors[0]: [] must be an object",
+            ),
+            (
+                r#"{"configList":[{"resourceName":"a","selectors":[]}]}"#,
+                "configList[0].selectors: [] must be an object",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.ends_with(want), "error {e:?} lacks {want:?}");
+        }
+        let c = parse(
+            r#"{"resourceList":[{"resourceName":"a","additionalInfo":{},"selectors":{"pKeys":[]}}]}"#,
+        )
+        .unwrap();
+        let got: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "resourceList[0].additionalInfo: not supported by this plugin, ignored",
+                "resourceList[0].selectors.pKeys: not supported by this plugin, ignored",
+            ]
         );
     }
 

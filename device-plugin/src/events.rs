@@ -199,7 +199,10 @@ mod tests {
     #[tokio::test]
     async fn link_events_come_from_the_kernel() {
         if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipped: needs root to create a link");
+            simhost::skip::skip(
+                "link_events_come_from_the_kernel",
+                "needs root to create a link",
+            );
             return;
         }
         let (tx, mut rx) = mpsc::channel(8);

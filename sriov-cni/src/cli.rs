@@ -71,6 +71,9 @@ pub fn main_on(
         Err(e) => return emit_err(out, &e),
     };
     crate::log::init(conf.log_level, conf.log_file.as_deref());
+    for key in &conf.unknown_keys {
+        crate::warn!("network config: unknown key {key:?}, ignored");
+    }
     if matches!(env.command, Command::Status | Command::Gc) && !conf.cni_version.has_status_gc() {
         let e = Error::IncompatibleVersion {
             requested: conf.cni_version.to_string(),

@@ -6,7 +6,7 @@ use crate::result::CniResult;
 use crate::version::CniVersion;
 use rdma_hca::PciAddress;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -250,6 +250,9 @@ pub struct NetConf {
     pub prev_result: Option<CniResult>,
     /// `cni.dev/valid-attachments` (GC).
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// Top-level keys that neither this plugin nor the CNI spec knows (a misspelt
+    /// `vlna` would do nothing silently): logged as warnings once logging is set up.
+    pub unknown_keys: Vec<String>,
     /// The configuration as received, passed unchanged to the IPAM plugin.
     pub raw: Value,
 }
@@ -436,70 +439,346 @@ pub fn peek_version(raw: &[u8]) -> Option<String> {
     v.get("cniVersion")?.as_str().map(str::to_string)
 }
 
-fn get_int(
-    o: &Map<String, Value>,
+/// The network configuration as serde reads it: each field's type checked on the way in
+/// (a type error names its JSON path); the checks types cannot say (ranges, MAC and PCI
+/// syntax, the rules between fields) are [`Wire::validate`]. Sections passed on to other
+/// plugins (`ipam`, `prevResult`, `args`) are read only as far as this plugin needs them.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    name: Option<&'a str>,
+    #[serde(borrow, default, rename = "type")]
+    plugin_type: Option<&'a str>,
+    #[serde(borrow, default, rename = "runtimeConfig")]
+    runtime_config: Option<Obj<RuntimeWire<'a>>>,
+    #[serde(borrow, default, rename = "deviceID")]
+    device_id: Option<&'a str>,
+    #[serde(borrow, default, rename = "pciBusID")]
+    pci_bus_id: Option<&'a str>,
+    #[serde(default)]
+    vlan: Option<i64>,
+    #[serde(default, rename = "vlanQoS")]
+    vlan_qos: Option<i64>,
+    #[serde(default, rename = "vlanProto")]
+    vlan_proto: Option<VlanProto>,
+    #[serde(borrow, default)]
+    mac: Option<&'a str>,
+    #[serde(default)]
+    spoofchk: Option<OnOff>,
+    #[serde(default)]
+    trust: Option<OnOff>,
+    #[serde(default)]
+    link_state: Option<LinkState>,
+    #[serde(default)]
+    min_tx_rate: Option<i64>,
+    #[serde(default)]
+    max_tx_rate: Option<i64>,
+    #[serde(default)]
+    mtu: Option<i64>,
+    #[serde(default, rename = "logLevel")]
+    log_level: Option<LogLevel>,
+    #[serde(borrow, default, rename = "logFile")]
+    log_file: Option<&'a str>,
+    #[serde(borrow, default)]
+    ipam: Option<Obj<IpamWire<'a>>>,
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    valid_attachments: Option<Vec<Attachment>>,
+}
+
+/// A JSON object only: serde's derived structs also take an array of the fields in order.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// `runtimeConfig`: the two keys this plugin reads (the rest belongs to other plugins).
+#[derive(Deserialize)]
+struct RuntimeWire<'a> {
+    #[serde(borrow, default, rename = "deviceID")]
+    device_id: Option<&'a str>,
+    #[serde(borrow, default)]
+    mac: Option<&'a str>,
+}
+
+/// `ipam`: its plugin; the rest is the IPAM plugin's.
+#[derive(Deserialize)]
+struct IpamWire<'a> {
+    #[serde(borrow, default, rename = "type")]
+    plugin: Option<&'a str>,
+}
+
+/// Top-level keys that are not this plugin's settings but are expected in a netconf: the
+/// spec's own, and the InfiniBand ones (read by `ib::conf`). Any other unknown key is a
+/// warning.
+const PASSED_THROUGH: [&str; 8] = [
+    "cniVersion",
+    "capabilities",
+    "dns",
+    "args",
+    "prevResult",
+    "rdmaIsolation",
+    "ibKubernetesEnabled",
+    "pkey",
+];
+
+/// The reason for a type error at `path` (the field's JSON path).
+fn type_reason(path: &str, message: &str) -> String {
+    match path {
+        "vlan" | "vlanQoS" | "min_tx_rate" | "max_tx_rate" | "mtu" => "must be an integer",
+        "vlanProto" => "must be one of 802.1q, 802.1ad",
+        "spoofchk" | "trust" => "must be one of on, off",
+        "link_state" => "must be one of auto, enable, disable",
+        "logLevel" => "must be one of error, warning, info, debug",
+        "runtimeConfig" | "ipam" => "must be an object",
+        _ if message.contains("expected a borrowed string")
+            || message.contains("expected a string") =>
+        {
+            "must be a string"
+        }
+        _ => return message.to_string(),
+    }
+    .to_string()
+}
+
+fn range(
     path: &str,
-    key: &str,
+    v: Option<i64>,
     min: i64,
     max: i64,
+    raw: &Value,
 ) -> Result<Option<i64>, ConfigError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => {
-            let n = v
-                .as_i64()
-                .ok_or_else(|| cerr(path, Some(v), "must be an integer"))?;
-            if n < min || n > max {
-                return Err(cerr(
-                    path,
-                    Some(v),
-                    format!("must be between {min} and {max}"),
-                ));
-            }
-            Ok(Some(n))
-        }
+    match v {
+        Some(n) if n < min || n > max => Err(cerr(
+            path,
+            raw.get(path),
+            format!("must be between {min} and {max}"),
+        )),
+        v => Ok(v),
     }
 }
 
-fn get_enum<T: for<'de> Deserialize<'de>>(
-    o: &Map<String, Value>,
-    path: &str,
-    key: &str,
-    allowed: &str,
-) -> Result<Option<T>, ConfigError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value::<T>(v.clone())
-            .map(Some)
-            .map_err(|_| cerr(path, Some(v), format!("must be one of {allowed}"))),
-    }
-}
-
-fn get_string<'a>(
-    o: &'a Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<Option<&'a str>, ConfigError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(v) => Err(cerr(path, Some(v), "must be a string")),
-    }
-}
-
-fn parse_mac(path: &str, v: &Value) -> Result<Mac, ConfigError> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| cerr(path, Some(v), "must be a string"))?;
+fn parse_mac(path: &str, s: &str) -> Result<Mac, ConfigError> {
+    let v = Value::String(s.to_string());
     let m = Mac::parse(s)
-        .ok_or_else(|| cerr(path, Some(v), "not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+        .ok_or_else(|| cerr(path, Some(&v), "not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
     if m.is_zero() {
-        return Err(cerr(path, Some(v), "the all-zero MAC cannot be assigned"));
+        return Err(cerr(path, Some(&v), "the all-zero MAC cannot be assigned"));
     }
     if m.is_multicast() {
-        return Err(cerr(path, Some(v), "a multicast MAC cannot be assigned"));
+        return Err(cerr(path, Some(&v), "a multicast MAC cannot be assigned"));
     }
     Ok(m)
+}
+
+impl<'a> Wire<'a> {
+    /// Reads `v` (a JSON object), collecting the top-level keys it does not know.
+    fn read(v: &'a Value, unknown: &mut Vec<String>) -> Result<Wire<'a>, ConfigError> {
+        let mut track = |path: serde_ignored::Path<'_>| {
+            // below the top level, unknown keys belong to other plugins (ipam, runtimeConfig)
+            if let serde_ignored::Path::Map { parent, key } = path
+                && matches!(parent, serde_ignored::Path::Root)
+                && !PASSED_THROUGH.contains(&key.as_str())
+            {
+                unknown.push(key);
+            }
+        };
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(v, &mut track)).map_err(
+            |e| {
+                let mut path = String::new();
+                let mut at = Some(v);
+                for seg in e.path().iter() {
+                    if let serde_path_to_error::Segment::Map { key } = seg {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(key);
+                        at = at.and_then(|x| x.get(key));
+                    }
+                }
+                if path.starts_with("cni.dev/valid-attachments") {
+                    let key = "cni.dev/valid-attachments";
+                    return cerr(
+                        key,
+                        v.get(key),
+                        format!("must be [{{containerID, ifname}}]: {}", e.inner()),
+                    );
+                }
+                let reason = type_reason(&path, &e.inner().to_string());
+                cerr(&path, at, reason)
+            },
+        )
+    }
+
+    /// The checks beyond types, in a fixed order so one bad config always names the same
+    /// field. `raw` is the whole config (for the values quoted in errors).
+    fn validate(self, raw: &Value, needs_device: bool) -> Result<Validated, ConfigError> {
+        let name = self.name.ok_or_else(|| cerr("name", None, "missing"))?;
+        if !spec_name_ok(name) {
+            return Err(cerr(
+                "name",
+                raw.get("name"),
+                "must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+            ));
+        }
+        let (rc_device, rc_mac) = self
+            .runtime_config
+            .map_or((None, None), |Obj(rc)| (rc.device_id, rc.mac));
+        // deviceID sources, most specific first: runtimeConfig (device-info / multus),
+        // then the top-level field multus injects, then the old pciBusID alias.
+        let mut device_id = None;
+        for (path, given) in [
+            ("runtimeConfig.deviceID", rc_device),
+            ("deviceID", self.device_id),
+            ("pciBusID", self.pci_bus_id),
+        ] {
+            let Some(s) = given.filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let addr = s.parse::<PciAddress>().map_err(|_| {
+                cerr(
+                    path,
+                    Some(&Value::String(s.to_string())),
+                    "not a PCI address (dddd:bb:dd.f)",
+                )
+            })?;
+            device_id = Some(addr);
+            break;
+        }
+        if needs_device && device_id.is_none() {
+            return Err(cerr(
+                "deviceID",
+                None,
+                "missing (set deviceID, runtimeConfig.deviceID or pciBusID)",
+            ));
+        }
+        let vlan = range("vlan", self.vlan, 0, 4094, raw)?.map(|n| n as u16);
+        let vlan_qos = range("vlanQoS", self.vlan_qos, 0, 7, raw)?.map(|n| n as u8);
+        if vlan_qos.is_some_and(|q| q != 0) && vlan.unwrap_or(0) == 0 {
+            return Err(cerr("vlanQoS", raw.get("vlanQoS"), "needs a non-zero vlan"));
+        }
+        if self.vlan_proto == Some(VlanProto::Dot1Ad) && vlan.unwrap_or(0) == 0 {
+            return Err(cerr(
+                "vlanProto",
+                raw.get("vlanProto"),
+                "802.1ad needs a non-zero vlan",
+            ));
+        }
+        let mut mac = self.mac.map(|m| parse_mac("mac", m)).transpose()?;
+        if let Some(m) = rc_mac {
+            mac = Some(parse_mac("runtimeConfig.mac", m)?);
+        }
+        let u32max = i64::from(u32::MAX);
+        let min_tx_rate = range("min_tx_rate", self.min_tx_rate, 0, u32max, raw)?.map(|n| n as u32);
+        let max_tx_rate = range("max_tx_rate", self.max_tx_rate, 0, u32max, raw)?.map(|n| n as u32);
+        if let (Some(min), Some(max)) = (min_tx_rate, max_tx_rate)
+            && max != 0
+            && min > max
+        {
+            return Err(cerr(
+                "min_tx_rate",
+                raw.get("min_tx_rate"),
+                format!("must not exceed max_tx_rate ({max})"),
+            ));
+        }
+        let mtu = range("mtu", self.mtu, 68, 65535, raw)?.map(|n| n as u32);
+        let log_file = match self.log_file {
+            None | Some("") => None,
+            Some(p) if p.starts_with('/') && !p.split('/').any(|c| c == "..") => {
+                Some(PathBuf::from(p))
+            }
+            Some(_) => {
+                return Err(cerr(
+                    "logFile",
+                    raw.get("logFile"),
+                    "must be an absolute path without '..'",
+                ));
+            }
+        };
+        // `"ipam": {}` is no IPAM (as upstream reads it)
+        let ipam_empty = raw
+            .get("ipam")
+            .and_then(Value::as_object)
+            .is_some_and(|m| m.is_empty());
+        let ipam = match self.ipam {
+            Some(Obj(i)) if !ipam_empty => {
+                let t = i.plugin.ok_or_else(|| cerr("ipam.type", None, "missing"))?;
+                if t.is_empty() || t.contains('/') || t.starts_with('.') {
+                    return Err(cerr(
+                        "ipam.type",
+                        Some(&Value::String(t.to_string())),
+                        "must be a plugin file name",
+                    ));
+                }
+                Some(IpamConf {
+                    plugin: t.to_string(),
+                })
+            }
+            _ => None,
+        };
+        let prev_result = match raw.get("prevResult") {
+            None | Some(Value::Null) => None,
+            Some(p) => Some(
+                CniResult::parse(p)
+                    .map_err(|e| cerr(&format!("prevResult.{e}"), Some(p), "malformed"))?,
+            ),
+        };
+        Ok(Validated {
+            name: name.to_string(),
+            plugin_type: self.plugin_type.unwrap_or("sriov").to_string(),
+            device_id,
+            vlan,
+            vlan_qos,
+            vlan_proto: self.vlan_proto,
+            mac,
+            spoofchk: self.spoofchk,
+            trust: self.trust,
+            link_state: self.link_state,
+            min_tx_rate,
+            max_tx_rate,
+            mtu,
+            log_level: self.log_level.unwrap_or_default(),
+            log_file,
+            ipam,
+            prev_result,
+            valid_attachments: self.valid_attachments,
+        })
+    }
+}
+
+/// [`Wire`] after [`Wire::validate`]: everything of a [`NetConf`] but the version and
+/// the raw config, owned (so the raw config can move into the [`NetConf`] uncopied).
+struct Validated {
+    name: String,
+    plugin_type: String,
+    device_id: Option<PciAddress>,
+    vlan: Option<u16>,
+    vlan_qos: Option<u8>,
+    vlan_proto: Option<VlanProto>,
+    mac: Option<Mac>,
+    spoofchk: Option<OnOff>,
+    trust: Option<OnOff>,
+    link_state: Option<LinkState>,
+    min_tx_rate: Option<u32>,
+    max_tx_rate: Option<u32>,
+    mtu: Option<u32>,
+    log_level: LogLevel,
+    log_file: Option<PathBuf>,
+    ipam: Option<IpamConf>,
+    prev_result: Option<CniResult>,
+    valid_attachments: Option<Vec<Attachment>>,
 }
 
 impl NetConf {
@@ -510,185 +789,42 @@ impl NetConf {
         let o = v.as_object().ok_or_else(|| {
             Error::Decode("the network configuration is not a JSON object".into())
         })?;
-        let ver_v = o.get("cniVersion");
-        let ver_s = match ver_v {
+        let ver_s = match o.get("cniVersion") {
             None | Some(Value::Null) => return Err(cerr("cniVersion", None, "missing").into()),
-            Some(Value::String(s)) => s.clone(),
+            Some(Value::String(s)) => s.as_str(),
             Some(v) => return Err(cerr("cniVersion", Some(v), "must be a string").into()),
         };
         let cni_version =
             ver_s
                 .parse::<CniVersion>()
                 .map_err(|reason| Error::IncompatibleVersion {
-                    requested: ver_s.clone(),
+                    requested: ver_s.to_string(),
                     reason,
                 })?;
-        let conf = Self::parse_fields(o, &v, cni_version, needs_device)?;
-        Ok(conf)
-    }
-
-    fn parse_fields(
-        o: &Map<String, Value>,
-        v: &Value,
-        cni_version: CniVersion,
-        needs_device: bool,
-    ) -> Result<NetConf, ConfigError> {
-        let name = get_string(o, "name", "name")?.ok_or_else(|| cerr("name", None, "missing"))?;
-        if !spec_name_ok(name) {
-            return Err(cerr(
-                "name",
-                o.get("name"),
-                "must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
-            ));
-        }
-        let plugin_type = get_string(o, "type", "type")?
-            .unwrap_or("sriov")
-            .to_string();
-        let empty = Map::new();
-        let rc = match o.get("runtimeConfig") {
-            None | Some(Value::Null) => &empty,
-            Some(Value::Object(m)) => m,
-            Some(other) => return Err(cerr("runtimeConfig", Some(other), "must be an object")),
-        };
-        // deviceID sources, most specific first: runtimeConfig (device-info / multus),
-        // then the top-level field multus injects, then the old pciBusID alias.
-        let mut device_id = None;
-        for (path, map, key) in [
-            ("runtimeConfig.deviceID", rc, "deviceID"),
-            ("deviceID", o, "deviceID"),
-            ("pciBusID", o, "pciBusID"),
-        ] {
-            if let Some(s) = get_string(map, path, key)? {
-                if s.is_empty() {
-                    continue;
-                }
-                let addr = s
-                    .parse::<PciAddress>()
-                    .map_err(|_| cerr(path, map.get(key), "not a PCI address (dddd:bb:dd.f)"))?;
-                device_id = Some(addr);
-                break;
-            }
-        }
-        if needs_device && device_id.is_none() {
-            return Err(cerr(
-                "deviceID",
-                None,
-                "missing (set deviceID, runtimeConfig.deviceID or pciBusID)",
-            ));
-        }
-        let vlan = get_int(o, "vlan", "vlan", 0, 4094)?.map(|n| n as u16);
-        let vlan_qos = get_int(o, "vlanQoS", "vlanQoS", 0, 7)?.map(|n| n as u8);
-        let vlan_proto: Option<VlanProto> =
-            get_enum(o, "vlanProto", "vlanProto", "802.1q, 802.1ad")?;
-        if vlan_qos.is_some_and(|q| q != 0) && vlan.unwrap_or(0) == 0 {
-            return Err(cerr("vlanQoS", o.get("vlanQoS"), "needs a non-zero vlan"));
-        }
-        if vlan_proto == Some(VlanProto::Dot1Ad) && vlan.unwrap_or(0) == 0 {
-            return Err(cerr(
-                "vlanProto",
-                o.get("vlanProto"),
-                "802.1ad needs a non-zero vlan",
-            ));
-        }
-        let mut mac = match o.get("mac") {
-            None | Some(Value::Null) => None,
-            Some(m) => Some(parse_mac("mac", m)?),
-        };
-        if let Some(m) = rc.get("mac").filter(|m| !m.is_null()) {
-            mac = Some(parse_mac("runtimeConfig.mac", m)?);
-        }
-        let spoofchk = get_enum(o, "spoofchk", "spoofchk", "on, off")?;
-        let trust = get_enum(o, "trust", "trust", "on, off")?;
-        let link_state = get_enum(o, "link_state", "link_state", "auto, enable, disable")?;
-        let min_tx_rate =
-            get_int(o, "min_tx_rate", "min_tx_rate", 0, u32::MAX as i64)?.map(|n| n as u32);
-        let max_tx_rate =
-            get_int(o, "max_tx_rate", "max_tx_rate", 0, u32::MAX as i64)?.map(|n| n as u32);
-        if let (Some(min), Some(max)) = (min_tx_rate, max_tx_rate)
-            && max != 0
-            && min > max
-        {
-            return Err(cerr(
-                "min_tx_rate",
-                o.get("min_tx_rate"),
-                format!("must not exceed max_tx_rate ({max})"),
-            ));
-        }
-        let mtu = get_int(o, "mtu", "mtu", 68, 65535)?.map(|n| n as u32);
-        let log_level =
-            get_enum(o, "logLevel", "logLevel", "error, warning, info, debug")?.unwrap_or_default();
-        let log_file = match get_string(o, "logFile", "logFile")? {
-            None | Some("") => None,
-            Some(p) if p.starts_with('/') && !p.split('/').any(|c| c == "..") => {
-                Some(PathBuf::from(p))
-            }
-            Some(_) => {
-                return Err(cerr(
-                    "logFile",
-                    o.get("logFile"),
-                    "must be an absolute path without '..'",
-                ));
-            }
-        };
-        let ipam = match o.get("ipam") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) if m.is_empty() => None,
-            Some(Value::Object(m)) => {
-                let t = get_string(m, "ipam.type", "type")?
-                    .ok_or_else(|| cerr("ipam.type", None, "missing"))?;
-                if t.is_empty() || t.contains('/') || t.starts_with('.') {
-                    return Err(cerr(
-                        "ipam.type",
-                        m.get("type"),
-                        "must be a plugin file name",
-                    ));
-                }
-                Some(IpamConf {
-                    plugin: t.to_string(),
-                })
-            }
-            Some(other) => return Err(cerr("ipam", Some(other), "must be an object")),
-        };
-        let prev_result = match o.get("prevResult") {
-            None | Some(Value::Null) => None,
-            Some(p) => Some(
-                CniResult::parse(p)
-                    .map_err(|e| cerr(&format!("prevResult.{e}"), Some(p), "malformed"))?,
-            ),
-        };
-        let valid_attachments = match o.get("cni.dev/valid-attachments") {
-            None | Some(Value::Null) => None,
-            Some(a) => Some(
-                serde_json::from_value::<Vec<Attachment>>(a.clone()).map_err(|e| {
-                    cerr(
-                        "cni.dev/valid-attachments",
-                        Some(a),
-                        format!("must be [{{containerID, ifname}}]: {e}"),
-                    )
-                })?,
-            ),
-        };
+        let mut unknown_keys = Vec::new();
+        let c = Wire::read(&v, &mut unknown_keys)?.validate(&v, needs_device)?;
         Ok(NetConf {
             cni_version,
-            name: name.to_string(),
-            plugin_type,
-            device_id,
-            vlan,
-            vlan_qos,
-            vlan_proto,
-            mac,
-            spoofchk,
-            trust,
-            link_state,
-            min_tx_rate,
-            max_tx_rate,
-            mtu,
-            log_level,
-            log_file,
-            ipam,
-            prev_result,
-            valid_attachments,
-            raw: v.clone(),
+            name: c.name,
+            plugin_type: c.plugin_type,
+            device_id: c.device_id,
+            vlan: c.vlan,
+            vlan_qos: c.vlan_qos,
+            vlan_proto: c.vlan_proto,
+            mac: c.mac,
+            spoofchk: c.spoofchk,
+            trust: c.trust,
+            link_state: c.link_state,
+            min_tx_rate: c.min_tx_rate,
+            max_tx_rate: c.max_tx_rate,
+            mtu: c.mtu,
+            log_level: c.log_level,
+            log_file: c.log_file,
+            ipam: c.ipam,
+            prev_result: c.prev_result,
+            valid_attachments: c.valid_attachments,
+            unknown_keys,
+            raw: v,
         })
     }
 }
@@ -757,6 +893,58 @@ mod tests {
         ] {
             match conf(extra.clone()) {
                 Err(crate::error::Error::Config(e)) => assert_eq!(e.field, field, "{extra}"),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_reported_not_refused() {
+        let c = conf(json!({"vlna": 5, "capabilities": {"mac": true}, "args": {"cni": {}},
+            "pkey": "0x1", "runtimeConfig": {"ips": ["10.1.0.2/24"]}, "ipam": {"type": "host-local", "subnet": "10.1.0.0/16"}}))
+        .unwrap();
+        // the spec's keys, other plugins' sections and the InfiniBand keys are not unknown
+        assert_eq!(c.unknown_keys, vec!["vlna".to_string()]);
+        assert_eq!(c.vlan, None);
+    }
+
+    #[test]
+    fn type_errors_name_the_path_and_quote_the_value() {
+        for (extra, field, value, reason) in [
+            (json!({"vlan": "7"}), "vlan", "\"7\"", "must be an integer"),
+            (
+                json!({"runtimeConfig": {"mac": 7}}),
+                "runtimeConfig.mac",
+                "7",
+                "must be a string",
+            ),
+            (
+                json!({"runtimeConfig": []}),
+                "runtimeConfig",
+                "[]",
+                "must be an object",
+            ),
+            (
+                json!({"ipam": {"type": 5}}),
+                "ipam.type",
+                "5",
+                "must be a string",
+            ),
+            (
+                json!({"trust": true}),
+                "trust",
+                "true",
+                "must be one of on, off",
+            ),
+        ] {
+            match conf(extra.clone()) {
+                Err(crate::error::Error::Config(e)) => {
+                    assert_eq!(
+                        (e.field.as_str(), e.value.as_str(), e.reason.as_str()),
+                        (field, value, reason),
+                        "{extra}"
+                    )
+                }
                 other => panic!("{extra}: {other:?}"),
             }
         }

@@ -3,132 +3,17 @@
 //! format (the samples in `deploy/config/`), bad configs, `--cdi`, SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dp_common;
+
+use dp_common::{Node, daemon_bin, wait_exit};
 use node_tests::{DEFAULT_TIMEOUT, KubeletSim, PodSpec, SimError};
 use serde_json::{Value, json};
 use simhost::{Profile, SimHost};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 // ---------------------------------------------------------------- harness
-
-fn daemon_bin() -> PathBuf {
-    node_tests::project_bin("device-plugin", "device-plugin")
-}
-
-/// One test node: a simulated host, a kubelet simulator, and the daemon process.
-struct Node {
-    dir: tempfile::TempDir,
-    host: SimHost,
-    kubelet: KubeletSim,
-    daemon: Option<Child>,
-}
-
-impl Node {
-    /// Host of `profile`; config text `config` (None = embedded default).
-    async fn start(profile: Profile, config: Option<&str>, extra: &[&str]) -> Node {
-        let dir = node_tests::scratch();
-        let host = SimHost::create(dir.path().join("host"), profile).unwrap();
-        let kubelet = KubeletSim::start(dir.path().join("device-plugins"))
-            .await
-            .unwrap();
-        let mut node = Node {
-            dir,
-            host,
-            kubelet,
-            daemon: None,
-        };
-        let cfg = config.map(|c| {
-            let p = node.dir.path().join("config.json");
-            std::fs::write(&p, c).unwrap();
-            p
-        });
-        node.daemon = Some(node.spawn(cfg.as_deref(), extra));
-        node
-    }
-
-    fn spawn(&self, config: Option<&Path>, extra: &[&str]) -> Child {
-        let d = self.dir.path();
-        let mut cmd = Command::new(daemon_bin());
-        cmd.arg("--root")
-            .arg(self.host.root())
-            .arg("--device-plugin-path")
-            .arg(self.kubelet.dir())
-            .arg("--device-info-dir")
-            .arg(d.join("devinfo"))
-            .arg("--cdi-dir")
-            .arg(d.join("cdi"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("daemon.log")).unwrap());
-        if let Some(c) = config {
-            cmd.arg("--config-file").arg(c);
-        }
-        cmd.spawn().unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn devinfo(&self, file: &str) -> Value {
-        let p = self.dir.path().join("devinfo").join(file);
-        serde_json::from_slice(
-            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-        )
-        .unwrap()
-    }
-
-    async fn registered(&self, resources: &[&str]) {
-        if let Err(e) = self
-            .kubelet
-            .wait_all_registered(resources, DEFAULT_TIMEOUT)
-            .await
-        {
-            panic!("{e}\ndaemon log:\n{}", self.log());
-        }
-        for r in resources {
-            self.kubelet
-                .wait_devices(r, DEFAULT_TIMEOUT, |_| true)
-                .await
-                .unwrap();
-        }
-    }
-
-    /// SIGTERM the daemon; it must exit 0 within the timeout.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.daemon.take().unwrap();
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        wait_exit(&mut child, DEFAULT_TIMEOUT)
-            .unwrap_or_else(|| panic!("daemon did not exit on SIGTERM\n{}", self.log()))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Wait for a child's exit, polling its status at most `timeout` (a bounded wait on a
-/// process, not a sleep standing in for an event).
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let end = std::time::Instant::now() + timeout;
-    loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        if std::time::Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn ids(list: &node_tests::DeviceList) -> Vec<String> {
     list.devices.iter().map(|d| d.id.clone()).collect()
@@ -213,17 +98,7 @@ async fn embedded_default_registers_hca_and_vhca() {
         "{log}"
     );
     // SIGTERM: exit 0, sockets removed
-    let socks: Vec<String> = n
-        .kubelet
-        .state()
-        .active
-        .values()
-        .map(|r| r.request.endpoint.clone())
-        .collect();
-    assert!(n.terminate().success());
-    for s in socks {
-        assert!(!n.kubelet.dir().join(&s).exists(), "{s} left behind");
-    }
+    n.terminate_removing_sockets();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,13 +473,8 @@ async fn register_retries_until_kubelet_accepts() {
     let host = SimHost::create(dir.path().join("host"), Profile::Cx6Dx).unwrap();
     let kubelet = KubeletSim::start(dir.path().join("dp")).await.unwrap();
     kubelet.set_reject_registrations(Some("kubelet not ready".into()));
-    let mut node = Node {
-        dir,
-        host,
-        kubelet,
-        daemon: None,
-    };
-    node.daemon = Some(node.spawn(None, &[]));
+    let mut node = Node::from_parts(dir, host, kubelet);
+    node.spawn(&[]);
     // two refused attempts per resource...
     node.kubelet
         .wait_for("refused attempts", DEFAULT_TIMEOUT, |s| {
@@ -665,24 +535,16 @@ async fn device_info_files_follow_pod_resources() {
     let host = SimHost::create(dir.path().join("host"), Profile::Cx6Dx).unwrap();
     let kubelet = KubeletSim::start(dir.path().join("dp")).await.unwrap();
     let _pr = kubelet.serve_pod_resources(&pr_sock).unwrap();
-    let mut node = Node {
-        dir,
-        host,
-        kubelet,
-        daemon: None,
-    };
+    let mut node = Node::from_parts(dir, host, kubelet);
     let pr_arg = pr_sock.display().to_string();
-    node.daemon = Some(node.spawn(
-        None,
-        &[
-            "--pod-resources-socket",
-            &pr_arg,
-            "--device-info-gc-interval",
-            "1",
-            "--device-info-gc-grace",
-            "2",
-        ],
-    ));
+    node.spawn(&[
+        "--pod-resources-socket",
+        &pr_arg,
+        "--device-info-gc-interval",
+        "1",
+        "--device-info-gc-grace",
+        "2",
+    ]);
     node.registered(&["rdma/vhca"]).await;
     let pod = node
         .kubelet
@@ -726,7 +588,7 @@ async fn two_daemons_as_deployed_and_multi_container_allocate() {
     let mut n = Node::start(Profile::Cx6Dx, Some(&sample("sriovdp-config.json")), &[]).await;
     let shared = n.dir.path().join("shared.json");
     std::fs::write(&shared, sample("rdma-sriov-hca.json")).unwrap();
-    let second = n.spawn(Some(&shared), &[]);
+    let second = n.spawn_child(Some(&shared), &[]);
     let first = n.daemon.replace(second);
     n.registered(&[
         "intel.com/mlnx_sriov_rdma",

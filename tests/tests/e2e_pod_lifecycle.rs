@@ -398,7 +398,10 @@ fn in_range(ip: std::net::Ipv4Addr, nad: &NetworkAttachmentDefinition) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node() {
     if let Err(why) = privileged() {
-        eprintln!("SKIPPED a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node: {why}");
+        simhost::skip::skip(
+            "a_pod_with_rdma_hca_and_a_vf_lives_and_dies_on_one_node",
+            &why,
+        );
         return;
     }
     let node = Node::start().await;

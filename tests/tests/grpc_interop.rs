@@ -36,15 +36,6 @@ use simhost::{Profile, SimHost};
 const GRPC_GO_SRC: &str = "/usr/share/gocode/src/google.golang.org/grpc";
 const PYTHON: &str = "/usr/bin/python3";
 
-/// A skip that is a failure where the test must run (CI, or root as in scripts/test.sh).
-fn skip_or_fail(why: &str) -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let root = nix::unistd::Uid::effective().is_root();
-    assert!(!ci && !root, "grpc interop test cannot run: {why}");
-    eprintln!("SKIPPED grpc interop test: {why}");
-    true
-}
-
 /// The grpc-go probe, built once per test process into the target's tmp dir.
 fn go_probe() -> Result<PathBuf, String> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -333,7 +324,10 @@ const DIALERS: [Dialer; 5] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_calls_from_grpc_go_and_grpcio_with_every_authority() {
     if let Err(why) = go_probe().and_then(|_| grpcio_available()) {
-        skip_or_fail(&why);
+        simhost::skip::skip(
+            "kubelet_calls_from_grpc_go_and_grpcio_with_every_authority",
+            &why,
+        );
         return;
     }
     let node = Node::start().await;

@@ -268,7 +268,10 @@ fn node_state(pm: &Podman<'_>, host: &VfHost, net: &str) -> NodeState {
 #[test]
 fn podman_runs_a_container_on_an_sriov_tuning_portmap_chain() {
     if let Some(why) = podman_unavailable() {
-        eprintln!("SKIPPED podman_runs_a_container_on_an_sriov_tuning_portmap_chain: {why}");
+        simhost::skip::skip(
+            "podman_runs_a_container_on_an_sriov_tuning_portmap_chain",
+            &why,
+        );
         return;
     }
     let _serial = serial();
@@ -387,7 +390,10 @@ fn podman_runs_a_container_on_an_sriov_tuning_portmap_chain() {
 #[test]
 fn podman_cleans_up_when_a_later_plugin_in_the_chain_fails() {
     if let Some(why) = podman_unavailable() {
-        eprintln!("SKIPPED podman_cleans_up_when_a_later_plugin_in_the_chain_fails: {why}");
+        simhost::skip::skip(
+            "podman_cleans_up_when_a_later_plugin_in_the_chain_fails",
+            &why,
+        );
         return;
     }
     let _serial = serial();

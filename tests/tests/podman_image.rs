@@ -180,7 +180,10 @@ fn build_image(pm: &Podman, ctx: &Path, sriov: &Path) -> String {
 #[test]
 fn init_container_installs_sriov_atomically_in_the_image() {
     if let Some(why) = podman_unavailable() {
-        eprintln!("SKIPPED init_container_installs_sriov_atomically_in_the_image: {why}");
+        simhost::skip::skip(
+            "init_container_installs_sriov_atomically_in_the_image",
+            &why,
+        );
         return;
     }
     let sriov = static_sriov();

@@ -14,6 +14,7 @@
 //! count, link state, driver binding) the way the kernel would.
 
 pub mod netlab;
+pub mod skip;
 
 use std::fs;
 use std::io;
