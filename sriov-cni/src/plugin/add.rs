@@ -1,6 +1,6 @@
 //! ADD: read and plan, record the cache entry, apply the steps, undo them on failure.
 
-use super::steps::Progress;
+use super::steps::{self, AddCx, Done};
 use super::*;
 
 impl Plugin<'_> {
@@ -156,19 +156,33 @@ impl Plugin<'_> {
             ifname: env.ifname.clone(),
         }))?;
 
-        let mut p = Progress::default();
-        let out = self.add_steps(
+        let steps = steps::plan(&entry, host_link.as_ref(), &current, conf);
+        let ns_display = netns.path().display().to_string();
+        let mut cx = AddCx {
             env,
             conf,
-            &target,
-            &entry,
-            &current,
-            host_link.as_ref(),
-            &netns,
-            &home,
-            &mut rtnl,
-            &mut p,
-        );
+            target: &target,
+            netns: &netns,
+            home: &home,
+            rtnl,
+            entry,
+            link: host_link,
+            pod: None,
+            iface: Interface {
+                name: env.ifname.clone(),
+                sandbox: Some(ns_display),
+                pci_id: Some(target.pci.to_string()),
+                ..Default::default()
+            },
+            ipam: CniResult::default(),
+        };
+        let mut journal = Vec::new();
+        let out = self
+            .apply_all(&steps, &mut cx, &mut journal)
+            .and_then(|()| {
+                let (iface, ipam) = (std::mem::take(&mut cx.iface), std::mem::take(&mut cx.ipam));
+                self.result(conf, iface, ipam)
+            });
         match out {
             Ok(v) => {
                 crate::info!(
@@ -180,12 +194,10 @@ impl Plugin<'_> {
                 Ok(v)
             }
             Err(e) => {
-                crate::warn!("ADD failed: {e}; undoing {p:?}");
-                let mut undo = entry.clone();
-                if let Some(l) = &p.relinked {
-                    undo.link = Some(l.clone());
-                }
-                let errs = self.teardown(&undo, Some(&netns), &home, &p, env, &conf.raw);
+                crate::warn!("ADD failed: {e}; undoing {journal:?}");
+                // The pod socket goes before the undo (which opens its own).
+                drop(cx.pod.take());
+                let errs = self.undo(&cx.entry, &journal, Some(&netns), &home, env, &conf.raw);
                 if errs.is_empty() {
                     let mut more = Vec::new();
                     if let Err(x) = cache.remove(&env.container_id, &env.ifname) {
@@ -209,282 +221,58 @@ impl Plugin<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn add_steps(
-        &mut self,
-        env: &Env,
-        conf: &NetConf,
-        target: &VfTarget,
-        entry: &CacheEntry,
-        current: &VfState,
-        cur_link: Option<&HostLink>,
-        netns: &Netns,
-        home: &Netns,
-        rtnl: &mut Rtnl,
-        p: &mut Progress,
-    ) -> Result<Value> {
-        let fault = |seam: &mut dyn TestSeam, step: &str| -> Result<()> {
-            seam.fault(step)
-                .map_err(|_| Error::Injected(step.to_string()))
-        };
-        fault(self.seam, "cache")?;
-        // The admin MAC goes on the PF only after the netdev has its new MAC: igb refuses
-        // any MAC change from an untrusted VF's own side while an admin MAC is set.
-        let (admin_mac, settings): (Vec<&VfSetting>, Vec<&VfSetting>) = entry
-            .vf_planned
-            .iter()
-            .partition(|s| matches!(s, VfSetting::Mac { .. }));
-        for s in settings {
-            self.set_vf(entry, s)?;
-            p.vf_applied.push(s.clone());
-            fault(self.seam, &format!("after:vf:{}", s.name()))?;
-        }
-        let mut ib_link = cur_link.cloned();
-        if let Some(g) = entry.ib.as_ref().and_then(|i| i.guid) {
-            // Node then port GUID, then a rebind so the driver takes them (mlx5 reads
-            // them at probe), as ib-sriov-cni does.
-            for kind in GuidKind::BOTH {
-                self.set_guid(entry, kind, g.as_u64())?;
-                p.guids_set.push(kind);
-            }
-            fault(self.seam, "guid")?;
-            // The probe makes a new netdev: move that one (its ifindex may be new; the
-            // name DEL restores stays the one found before ADD). A VF on a userspace
-            // driver (DPDK) has no netdev to wait for and is not rebound: its user's
-            // driver reads the GUIDs when it opens the VF.
-            if let Some(l) = ib_link.as_mut() {
-                p.rebound = true;
-                let name = self.vf.rebind(self.host.root(), &target.pci)?;
-                fault(self.seam, "rebind")?;
-                let now = rtnl.link_by_name(&name)?.ok_or_else(|| {
-                    Error::Other(format!(
-                        "VF {} netdev {name} is not in the host netns after the rebind",
-                        target.pci
-                    ))
-                })?;
-                if now.index != l.index {
-                    l.index = now.index;
-                    p.relinked = Some(l.clone());
-                }
-            }
-        }
-        let cur_link = ib_link.as_ref();
-        // From here on the cache entry (and every later store of it) names the netdev
-        // as it is now.
-        let relinked_entry;
-        let entry = match &p.relinked {
-            Some(l) => {
-                let mut e2 = entry.clone();
-                e2.link = Some(l.clone());
-                self.cache().store(&e2)?;
-                relinked_entry = e2;
-                &relinked_entry
-            }
-            None => entry,
-        };
-        for dev in &entry.rdma {
-            self.vf
-                .rdma_move(dev, home, netns, home)
-                .map_err(|source| Error::Rdma {
-                    device: dev.clone(),
-                    source,
-                })?;
-            p.rdma_moved.push(dev.clone());
-            fault(self.seam, "rdma")?;
-        }
-        let ns_path = netns.path().display().to_string();
-        let mut iface = Interface {
-            name: env.ifname.clone(),
-            sandbox: Some(ns_path.clone()),
-            pci_id: Some(target.pci.to_string()),
-            ..Default::default()
-        };
-        let mut pod: Option<(Rtnl, u32)> = None;
-        if let Some(l) = cur_link {
-            let mut change = LinkChange {
-                index: l.index,
-                netns_fd: Some(netns.raw_fd()),
-                new_ifindex: Some(l.index as i32),
-                name: Some(env.ifname.clone()),
-                mac: conf.mac.filter(|m| Some(*m) != l.mac),
-                mtu: conf.mtu.filter(|m| *m != l.mtu),
-                up: None,
-            };
-            // An admin MAC already on an untrusted VF (set by hand, or by an attachment
-            // whose DEL never came) would make igb refuse the netdev MAC: clear it first.
-            let trusted = entry
-                .vf_planned
-                .iter()
-                .find_map(|s| match s {
-                    VfSetting::Trust { on } => Some(*on),
-                    _ => None,
-                })
-                .unwrap_or(current.trust);
-            if !admin_mac.is_empty() && change.mac.is_some() && !current.mac.is_zero() && !trusted {
-                p.mac_cleared = true;
-                self.set_vf(
-                    entry,
-                    &VfSetting::Mac {
-                        mac: Mac::default(),
-                    },
-                )?;
-            }
-            let mut prtnl = netns
-                .run(home, Rtnl::new)
-                .map_err(|e| Error::Other(e.to_string()))??;
-            let kept_index =
-                self.move_link(rtnl, &mut prtnl, &mut change, l, entry, env, &ns_path, p)?;
-            if l.up {
-                // The move closed it (before the new MAC).
-                self.seam.netdev_down(&entry.pf, entry.vf_index, l.mac)?;
-            }
-            if let Some(m) = change.mac {
-                self.seam.netdev_mac(&entry.pf, entry.vf_index, m)?;
-            }
-            let index = if kept_index {
-                l.index
-            } else {
-                prtnl
-                    .link_by_name(&env.ifname)?
-                    .ok_or_else(|| {
-                        Error::Other(format!(
-                            "{} vanished from {ns_path} after the move",
-                            env.ifname
-                        ))
-                    })?
-                    .index
-            };
-            if !kept_index {
-                p.pod_index = Some(index);
-                let mut e2 = entry.clone();
-                e2.pod_index = Some(index);
-                e2.dropped_altnames = p.dropped_altnames.clone();
-                self.cache().store(&e2)?;
-            }
-            iface.mac = if entry.ib.is_some() {
-                // IPoIB: the 20-byte address as the kernel shows it (it cannot be set).
-                prtnl.link_by_index(index)?.and_then(|k| k.hw_addr)
-            } else {
-                conf.mac.or(l.mac).map(|m| m.to_string())
-            };
-            iface.mtu = Some(conf.mtu.unwrap_or(l.mtu));
-            pod = Some((prtnl, index));
-            fault(self.seam, "move")?;
-        }
-        for s in admin_mac {
-            self.set_vf(entry, s)?;
-            p.vf_applied.push(s.clone());
-            fault(self.seam, &format!("after:vf:{}", s.name()))?;
-        }
-        let mut ipam_result = CniResult::default();
-        if let Some(plugin) = &entry.ipam {
-            let call = ipam::Call {
-                command: Command::Add,
-                env,
-            };
-            // A failed IPAM ADD cleans up after itself (spec); ours starts after it.
-            ipam_result = ipam::exec(plugin, &call, &conf.raw)?.unwrap_or_default();
-            p.ipam_done = true;
-            fault(self.seam, "ipam")?;
-        }
-        if let Some((prtnl, index)) = pod.as_mut() {
-            let v4 = ipam_result.ips.iter().any(|i| i.address.addr.is_ipv4());
-            let v6 = ipam_result.ips.iter().any(|i| !i.address.addr.is_ipv4());
-            // Gratuitous ARP / unsolicited NA: the kernel sends them when the link comes
-            // up with addresses if arp_notify / ndisc_notify is set.
-            let ifname = env.ifname.clone();
-            let _ = netns.run(home, || {
-                if v4 {
-                    let _ =
-                        std::fs::write(format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"), "1");
-                }
-                if v6 {
-                    let _ = std::fs::write(
-                        format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"),
-                        "1",
-                    );
-                }
-            });
-            for ip in &ipam_result.ips {
-                prtnl.add_address(*index, &ip.address)?;
-            }
-            fault(self.seam, "addresses")?;
-            prtnl.set_link(
-                &LinkChange {
-                    index: *index,
-                    up: Some(true),
-                    ..Default::default()
-                },
-                &env.ifname,
-            )?;
-            self.seam.netdev_up(&entry.pf, entry.vf_index)?;
-            fault(self.seam, "up")?;
-            for r in &ipam_result.routes {
-                let gw = r.gw.or_else(|| {
-                    ipam_result
-                        .ips
-                        .iter()
-                        .find(|i| i.address.addr.is_ipv4() == r.dst.addr.is_ipv4())
-                        .and_then(|i| i.gateway)
-                        .filter(|_| r.dst.prefix == 0)
-                });
-                prtnl.add_route(
-                    *index,
-                    &RouteSpec {
-                        dst: r.dst,
-                        gw,
-                        priority: r.priority,
-                        table: r.table,
-                    },
-                )?;
-            }
-            fault(self.seam, "routes")?;
-        }
-        // Chain: keep what earlier plugins reported, append our interface and IPs.
+    /// The result: what earlier plugins reported (a chain), then our interface and IPs.
+    fn result(&mut self, conf: &NetConf, iface: Interface, ipam: CniResult) -> Result<Value> {
         let mut result = conf.prev_result.clone().unwrap_or_default();
         let our_index = result.interfaces.len();
         result.interfaces.push(iface);
-        for ip in ipam_result.ips {
+        for ip in ipam.ips {
             result.ips.push(IpConfig {
                 interface: Some(our_index),
                 ..ip
             });
         }
-        result.routes.extend(ipam_result.routes);
-        if ipam_result.dns.is_some() {
-            result.dns = ipam_result.dns;
+        result.routes.extend(ipam.routes);
+        if ipam.dns.is_some() {
+            result.dns = ipam.dns;
         }
-        fault(self.seam, "result")?;
+        self.fault("result")?;
         Ok(result.to_json(conf.cni_version))
     }
 
     /// Move the VF netdev into the pod (renamed, with MAC/MTU) in one message, handling
     /// the two refusals that change nothing: EBUSY (its ifindex is taken in the pod: let
     /// the kernel pick one, after checking the name is free) and EEXIST from a colliding
-    /// altname (drop it; DEL puts it back). Returns whether the ifindex was kept.
-    #[allow(clippy::too_many_arguments)]
+    /// altname (drop it; DEL puts it back). Returns whether the ifindex was kept. The
+    /// journal holds the move while the VF may be in the pod.
     pub(super) fn move_link(
         &mut self,
-        rtnl: &mut Rtnl,
+        cx: &mut AddCx,
         prtnl: &mut Rtnl,
         change: &mut LinkChange,
         l: &HostLink,
-        entry: &CacheEntry,
-        env: &Env,
         ns_path: &str,
-        p: &mut Progress,
+        journal: &mut Vec<Done>,
     ) -> Result<bool> {
+        let not_moved = |j: &mut Vec<Done>| {
+            if matches!(j.last(), Some(Done::Move { .. })) {
+                j.pop();
+            }
+        };
+        let env = cx.env;
         for _ in 0..3 {
             // With IFLA_NEW_IFINDEX the VF keeps its ifindex in the pod, which identifies
             // it there even if the rename fails after the move.
-            p.link_moved = true;
-            p.pod_index = change.new_ifindex.map(|i| i as u32);
-            let err = match rtnl.set_link(change, &l.name) {
+            not_moved(journal);
+            journal.push(Done::Move {
+                pod_index: change.new_ifindex.map(|i| i as u32),
+            });
+            let err = match cx.rtnl.set_link(change, &l.name) {
                 Ok(()) => return Ok(change.new_ifindex.is_some()),
                 Err(e) => e,
             };
             if err.errno == Some(libc::EBUSY) && change.new_ifindex.is_some() {
-                p.link_moved = false;
+                not_moved(journal);
                 if prtnl.link_by_name(&env.ifname)?.is_some() {
                     return Err(crate::netlink::NlError::errno(
                         "move VF netdev into",
@@ -497,11 +285,11 @@ impl Plugin<'_> {
                 continue;
             }
             if err.errno == Some(libc::EEXIST)
-                && p.dropped_altnames.is_empty()
+                && cx.entry.dropped_altnames.is_empty()
                 && !l.altnames.is_empty()
-                && rtnl_link_is(rtnl, l)?
+                && rtnl_link_is(&mut cx.rtnl, l)?
             {
-                p.link_moved = false;
+                not_moved(journal);
                 let mut colliding = Vec::new();
                 for a in &l.altnames {
                     if prtnl.link_by_name(a)?.is_some() {
@@ -515,18 +303,17 @@ impl Plugin<'_> {
                     "dropping altnames {colliding:?} of {}: taken in {ns_path}",
                     l.name
                 );
-                rtnl.del_altnames(l.index, &colliding)?;
-                p.dropped_altnames = colliding.clone();
-                let mut e2 = entry.clone();
-                e2.dropped_altnames = colliding;
-                self.cache().store(&e2)?;
+                cx.rtnl.del_altnames(l.index, &colliding)?;
+                journal.push(Done::Altnames(colliding.clone()));
+                cx.entry.dropped_altnames = colliding;
+                self.cache().store(&cx.entry)?;
                 continue;
             }
             // Refusals checked before the move (a name taken in the pod) leave the VF
             // on the host: then there is nothing to move back, and a pod link that
             // happens to have its name and ifindex must not be mistaken for it.
-            if rtnl_link_is(rtnl, l)? {
-                p.link_moved = false;
+            if rtnl_link_is(&mut cx.rtnl, l)? {
+                not_moved(journal);
             }
             return Err(err.into());
         }
@@ -535,7 +322,6 @@ impl Plugin<'_> {
             l.name
         )))
     }
-
     /// What ADD will do to an InfiniBand VF's GUIDs: refuse a GUID another VF of the
     /// same PF has, record what the PF reports for this one. Reads only.
     /// `hw_addr` is the VF netdev's address: on kernels that do not report VF GUIDs its

@@ -1,6 +1,6 @@
 //! DEL: undo what the cache entry records.
 
-use super::steps::Progress;
+use super::steps::journal_of;
 use super::*;
 
 impl Plugin<'_> {
@@ -39,9 +39,7 @@ impl Plugin<'_> {
             .is_none_or(|o| o.container_id == entry.container_id && o.ifname == entry.ifname);
         let home = Netns::current().map_err(|e| Error::Other(e.to_string()))?;
         let netns = env.netns.as_ref().and_then(|p| Netns::open(p).ok());
-        let p = if mine {
-            Progress::everything(entry)
-        } else {
+        if !mine {
             crate::info!(
                 "VF {} now belongs to {:?}; releasing only IPAM for {}/{}",
                 entry.device_id,
@@ -49,12 +47,9 @@ impl Plugin<'_> {
                 entry.container_id,
                 entry.ifname
             );
-            Progress {
-                ipam_done: entry.ipam.is_some(),
-                ..Default::default()
-            }
-        };
-        let errs = self.teardown(entry, netns.as_ref(), &home, &p, env, conf_raw);
+        }
+        let journal = journal_of(entry, mine);
+        let errs = self.undo(entry, &journal, netns.as_ref(), &home, env, conf_raw);
         if !errs.is_empty() {
             return Err(Error::Many(errs));
         }

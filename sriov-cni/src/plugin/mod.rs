@@ -1,10 +1,10 @@
 //! The commands: ADD, DEL, CHECK, STATUS, GC (VERSION is answered by the dispatcher).
 //!
-//! ADD records what it will change in the cache before the first change, then applies
-//! the steps in order: VF settings on the PF but the MAC, RDMA device move, link
-//! move+rename+MAC+MTU (one message), the admin MAC on the PF, IPAM, addresses, link up,
-//! routes. Any failure runs the same teardown DEL uses, limited to the steps that ran,
-//! in reverse order.
+//! ADD ([`add`](self)) reads and plans, records the cache entry before the first change,
+//! then runs the ordered [`steps`](self): VF settings on the PF but the MAC, InfiniBand
+//! GUIDs and rebind, RDMA device move, link move+rename+MAC+MTU (one message), the admin
+//! MAC on the PF, IPAM, addresses, link up, routes. A failed ADD and DEL share one undo
+//! loop: ADD's over the steps that ran, DEL's over every step the cache entry plans.
 
 mod add;
 mod check;

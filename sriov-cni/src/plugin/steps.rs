@@ -1,146 +1,537 @@
-//! The steps ADD applies and their undo, shared by a failed ADD and DEL.
+//! The steps ADD applies, in order, each with its undo; one executor runs them and one
+//! undo loop takes them back (after a failed ADD and on DEL alike).
+//!
+//! The plan comes from the cache entry written before the first change, so a DEL that
+//! finds only the cache (ADD killed part-way) undoes every planned step: each undo
+//! treats "already as it was" as done. The executor keeps a journal of the steps that
+//! ran, pushed before a change that can fail half-done (the move, the rebind) and after
+//! a change whose refusal changes nothing (a VF setting the driver refused).
 
 use super::*;
 
-/// Which steps of an ADD have run (what a teardown must undo).
-#[derive(Debug, Default, Clone)]
-pub(super) struct Progress {
-    pub(super) vf_applied: Vec<VfSetting>,
-    pub(super) rdma_moved: Vec<String>,
-    pub(super) link_moved: bool,
-    /// The VF netdev's ifindex in the pod, when known.
-    pub(super) pod_index: Option<u32>,
-    /// Alternative names dropped before the move.
-    pub(super) dropped_altnames: Vec<String>,
-    pub(super) ipam_done: bool,
-    /// An admin MAC found on the VF was cleared before the move (see `add_steps`).
-    pub(super) mac_cleared: bool,
-    /// InfiniBand: the GUIDs set (restored from the recorded ones).
-    pub(super) guids_set: Vec<GuidKind>,
-    /// InfiniBand: the VF was rebound (rebind again after the restore).
-    pub(super) rebound: bool,
-    /// InfiniBand: the VF netdev as found after the rebind, when its ifindex changed.
-    pub(super) relinked: Option<HostLink>,
+/// One change ADD makes, in the order ADD makes them.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Step {
+    /// A VF setting on the PF other than the admin MAC.
+    Vf(VfSetting),
+    /// InfiniBand: node and port GUID, then a rebind so the driver takes them (mlx5
+    /// reads them at probe), as ib-sriov-cni does.
+    Guids(u64),
+    /// An RDMA device into the pod (exclusive RDMA netns mode).
+    Rdma(String),
+    /// An admin MAC already on an untrusted VF (set by hand, or by an attachment whose
+    /// DEL never came) would make igb refuse the netdev MAC: cleared before the move.
+    ClearMac,
+    /// The VF netdev into the pod, renamed, with its MAC and MTU (one message).
+    Move,
+    /// The admin MAC on the PF, after the netdev has its new MAC: igb refuses any MAC
+    /// change from an untrusted VF's own side while an admin MAC is set.
+    AdminMac(VfSetting),
+    /// IPAM ADD (a failed one cleans up after itself, per the spec).
+    Ipam,
+    /// The IPAM addresses on the pod netdev (undone by the move back).
+    Addresses,
+    /// The pod netdev up (undone by the move back).
+    Up,
+    /// The IPAM routes (undone by the move back).
+    Routes,
 }
 
-impl Progress {
-    pub(super) fn everything(e: &CacheEntry) -> Progress {
-        let mut vf_applied = e.vf_inherited.clone();
-        vf_applied.extend(e.vf_planned.iter().cloned());
-        Progress {
-            vf_applied,
-            rdma_moved: e.rdma.clone(),
-            link_moved: e.link.is_some(),
-            pod_index: e.pod_index.or(e.link.as_ref().map(|l| l.index)),
-            dropped_altnames: e.dropped_altnames.clone(),
-            ipam_done: e.ipam.is_some(),
-            // DEL treats a cached `mac` setting as covering this.
-            mac_cleared: false,
-            guids_set: if e.ib.as_ref().is_some_and(|i| i.guid.is_some()) {
-                GuidKind::BOTH.to_vec()
-            } else {
-                Vec::new()
-            },
-            // ADD rebinds only a VF with a netdev (see `add_steps`).
-            rebound: e.ib.as_ref().is_some_and(|i| i.guid.is_some()) && e.link.is_some(),
-            relinked: None,
+impl Step {
+    /// The fault-injection point right after the step (test seam; the GUID step has
+    /// its own two inside).
+    fn fault_point(&self) -> Option<String> {
+        Some(match self {
+            Step::Vf(s) | Step::AdminMac(s) => format!("after:vf:{}", s.name()),
+            Step::Guids(_) | Step::ClearMac => return None,
+            Step::Rdma(_) => "rdma".into(),
+            Step::Move => "move".into(),
+            Step::Ipam => "ipam".into(),
+            Step::Addresses => "addresses".into(),
+            Step::Up => "up".into(),
+            Step::Routes => "routes".into(),
+        })
+    }
+}
+
+/// A step that ran (or may have run part-way), with what its undo needs.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Done {
+    /// A VF setting applied (restored from `vf_orig`).
+    Vf(VfSetting),
+    /// InfiniBand GUIDs set (restored from the recorded ones), and whether the VF was
+    /// rebound (rebound again after the restore).
+    Guids {
+        /// The GUIDs set, in order.
+        set: Vec<GuidKind>,
+        /// The VF was rebound.
+        rebound: bool,
+    },
+    /// An RDMA device moved into the pod.
+    Rdma(String),
+    /// The admin MAC cleared before the move.
+    ClearMac,
+    /// Altnames of the VF netdev dropped because they were taken in the pod.
+    Altnames(Vec<String>),
+    /// The VF netdev (maybe) in the pod, with its ifindex there when known.
+    Move {
+        /// Its ifindex in the pod.
+        pod_index: Option<u32>,
+    },
+    /// The admin MAC set on the PF.
+    AdminMac(VfSetting),
+    /// IPAM ADD ran.
+    Ipam,
+}
+
+/// The steps ADD applies for `e`: `link` is the VF netdev as found on the host,
+/// `current` the VF's state on the PF before ADD.
+pub(super) fn plan(
+    e: &CacheEntry,
+    link: Option<&HostLink>,
+    current: &VfState,
+    conf: &NetConf,
+) -> Vec<Step> {
+    let (admin_mac, settings): (Vec<&VfSetting>, Vec<&VfSetting>) = e
+        .vf_planned
+        .iter()
+        .partition(|s| matches!(s, VfSetting::Mac { .. }));
+    let mut steps: Vec<Step> = settings.into_iter().cloned().map(Step::Vf).collect();
+    if let Some(g) = e.ib.as_ref().and_then(|i| i.guid) {
+        steps.push(Step::Guids(g.as_u64()));
+    }
+    steps.extend(e.rdma.iter().cloned().map(Step::Rdma));
+    if let Some(l) = link {
+        let trusted = e
+            .vf_planned
+            .iter()
+            .find_map(|s| match s {
+                VfSetting::Trust { on } => Some(*on),
+                _ => None,
+            })
+            .unwrap_or(current.trust);
+        let netdev_mac = conf.mac.filter(|m| Some(*m) != l.mac);
+        if !admin_mac.is_empty() && netdev_mac.is_some() && !current.mac.is_zero() && !trusted {
+            steps.push(Step::ClearMac);
         }
+        steps.push(Step::Move);
+    }
+    steps.extend(admin_mac.into_iter().cloned().map(Step::AdminMac));
+    if e.ipam.is_some() {
+        steps.push(Step::Ipam);
+    }
+    if link.is_some() {
+        steps.extend([Step::Addresses, Step::Up, Step::Routes]);
+    }
+    steps
+}
+
+/// What DEL undoes for a cached attachment: every step ADD planned, as if all ran
+/// (ADD may have been killed after any of them). `mine` false: the VF belongs to
+/// another attachment now, only IPAM is released.
+pub(super) fn journal_of(e: &CacheEntry, mine: bool) -> Vec<Done> {
+    let mut j = Vec::new();
+    if mine {
+        let all: Vec<&VfSetting> = e.vf_inherited.iter().chain(&e.vf_planned).collect();
+        j.extend(
+            all.iter()
+                .filter(|s| !matches!(s, VfSetting::Mac { .. }))
+                .map(|s| Done::Vf((*s).clone())),
+        );
+        if e.ib.as_ref().is_some_and(|i| i.guid.is_some()) {
+            j.push(Done::Guids {
+                set: GuidKind::BOTH.to_vec(),
+                // ADD rebinds only a VF with a netdev.
+                rebound: e.link.is_some(),
+            });
+        }
+        j.extend(e.rdma.iter().cloned().map(Done::Rdma));
+        if !e.dropped_altnames.is_empty() {
+            j.push(Done::Altnames(e.dropped_altnames.clone()));
+        }
+        if let Some(l) = &e.link {
+            j.push(Done::Move {
+                pod_index: e.pod_index.or(Some(l.index)),
+            });
+        }
+        // A cached `mac` covers an admin MAC ADD may have cleared.
+        if let Some(s) = all
+            .iter()
+            .rev()
+            .find(|s| matches!(s, VfSetting::Mac { .. }))
+        {
+            j.push(Done::AdminMac((*s).clone()));
+        }
+    }
+    if e.ipam.is_some() {
+        j.push(Done::Ipam);
+    }
+    j
+}
+
+/// What the steps of one ADD work on, and what they find out on the way.
+pub(super) struct AddCx<'c> {
+    pub(super) env: &'c Env,
+    pub(super) conf: &'c NetConf,
+    pub(super) target: &'c VfTarget,
+    pub(super) netns: &'c Netns,
+    pub(super) home: &'c Netns,
+    /// Route netlink in the host netns.
+    pub(super) rtnl: Rtnl,
+    /// The cache entry as stored now (a new ifindex after a rebind or the move is
+    /// recorded before the next change).
+    pub(super) entry: CacheEntry,
+    /// The VF netdev on the host, as it is now (`None` in DPDK mode).
+    pub(super) link: Option<HostLink>,
+    /// Route netlink in the pod and the VF netdev's ifindex there, after the move.
+    pub(super) pod: Option<(Rtnl, u32)>,
+    /// Our interface in the result.
+    pub(super) iface: Interface,
+    /// What IPAM ADD returned.
+    pub(super) ipam: CniResult,
+}
+
+/// The journal entry for the move, when it is the newest.
+fn moved(journal: &mut [Done]) -> Option<&mut Option<u32>> {
+    match journal.last_mut() {
+        Some(Done::Move { pod_index }) => Some(pod_index),
+        _ => None,
     }
 }
 
 impl Plugin<'_> {
-    /// Undo the steps in `p`, newest first, collecting every error; "already gone" counts
-    /// as done.
-    pub(super) fn teardown(
+    /// Fail here when the test seam says so (never in what we ship).
+    pub(super) fn fault(&mut self, point: &str) -> Result<()> {
+        self.seam
+            .fault(point)
+            .map_err(|_| Error::Injected(point.to_string()))
+    }
+
+    /// The executor: apply `steps` in order, journaling each before its change can
+    /// leave a trace. On error the journal holds what the undo must take back.
+    pub(super) fn apply_all(
+        &mut self,
+        steps: &[Step],
+        cx: &mut AddCx,
+        journal: &mut Vec<Done>,
+    ) -> Result<()> {
+        self.fault("cache")?;
+        for step in steps {
+            self.apply(step, cx, journal)?;
+            if let Some(point) = step.fault_point() {
+                self.fault(&point)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, step: &Step, cx: &mut AddCx, journal: &mut Vec<Done>) -> Result<()> {
+        match step {
+            Step::Vf(s) | Step::AdminMac(s) => {
+                // A refused setting changed nothing: journaled once applied.
+                self.set_vf(&cx.entry, s)?;
+                journal.push(match step {
+                    Step::AdminMac(_) => Done::AdminMac(s.clone()),
+                    _ => Done::Vf(s.clone()),
+                });
+            }
+            Step::Guids(g) => {
+                journal.push(Done::Guids {
+                    set: Vec::new(),
+                    rebound: false,
+                });
+                for kind in GuidKind::BOTH {
+                    self.set_guid(&cx.entry, kind, *g)?;
+                    if let Some(Done::Guids { set, .. }) = journal.last_mut() {
+                        set.push(kind);
+                    }
+                }
+                self.fault("guid")?;
+                // The probe makes a new netdev: move that one (its ifindex may be new;
+                // the name DEL restores stays the one found before ADD). A VF on a
+                // userspace driver (DPDK) has no netdev to wait for and is not rebound:
+                // its user's driver reads the GUIDs when it opens the VF.
+                if let Some(l) = cx.link.as_mut() {
+                    if let Some(Done::Guids { rebound, .. }) = journal.last_mut() {
+                        *rebound = true;
+                    }
+                    let name = self.vf.rebind(self.host.root(), &cx.target.pci)?;
+                    self.fault("rebind")?;
+                    let now = cx.rtnl.link_by_name(&name)?.ok_or_else(|| {
+                        Error::Other(format!(
+                            "VF {} netdev {name} is not in the host netns after the rebind",
+                            cx.target.pci
+                        ))
+                    })?;
+                    if now.index != l.index {
+                        l.index = now.index;
+                        cx.entry.link = Some(l.clone());
+                        self.cache().store(&cx.entry)?;
+                    }
+                }
+            }
+            Step::Rdma(dev) => {
+                self.vf
+                    .rdma_move(dev, cx.home, cx.netns, cx.home)
+                    .map_err(|source| Error::Rdma {
+                        device: dev.clone(),
+                        source,
+                    })?;
+                journal.push(Done::Rdma(dev.clone()));
+            }
+            Step::ClearMac => {
+                journal.push(Done::ClearMac);
+                let clear = VfSetting::Mac {
+                    mac: Mac::default(),
+                };
+                self.set_vf(&cx.entry, &clear)?;
+            }
+            Step::Move => self.move_step(cx, journal)?,
+            Step::Ipam => {
+                if let Some(plugin) = cx.entry.ipam.clone() {
+                    let call = ipam::Call {
+                        command: Command::Add,
+                        env: cx.env,
+                    };
+                    cx.ipam = ipam::exec(&plugin, &call, &cx.conf.raw)?.unwrap_or_default();
+                    journal.push(Done::Ipam);
+                }
+            }
+            Step::Addresses => {
+                let Some((prtnl, index)) = cx.pod.as_mut() else {
+                    return Ok(());
+                };
+                let v4 = cx.ipam.ips.iter().any(|i| i.address.addr.is_ipv4());
+                let v6 = cx.ipam.ips.iter().any(|i| !i.address.addr.is_ipv4());
+                // Gratuitous ARP / unsolicited NA: the kernel sends them when the link
+                // comes up with addresses if arp_notify / ndisc_notify is set.
+                let ifname = cx.env.ifname.clone();
+                let _ = cx.netns.run(cx.home, || {
+                    if v4 {
+                        let _ = std::fs::write(
+                            format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"),
+                            "1",
+                        );
+                    }
+                    if v6 {
+                        let _ = std::fs::write(
+                            format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"),
+                            "1",
+                        );
+                    }
+                });
+                for ip in &cx.ipam.ips {
+                    prtnl.add_address(*index, &ip.address)?;
+                }
+            }
+            Step::Up => {
+                let Some((prtnl, index)) = cx.pod.as_mut() else {
+                    return Ok(());
+                };
+                prtnl.set_link(
+                    &LinkChange {
+                        index: *index,
+                        up: Some(true),
+                        ..Default::default()
+                    },
+                    &cx.env.ifname,
+                )?;
+                self.seam.netdev_up(&cx.entry.pf, cx.entry.vf_index)?;
+            }
+            Step::Routes => {
+                let Some((prtnl, index)) = cx.pod.as_mut() else {
+                    return Ok(());
+                };
+                for r in &cx.ipam.routes {
+                    let gw = r.gw.or_else(|| {
+                        cx.ipam
+                            .ips
+                            .iter()
+                            .find(|i| i.address.addr.is_ipv4() == r.dst.addr.is_ipv4())
+                            .and_then(|i| i.gateway)
+                            .filter(|_| r.dst.prefix == 0)
+                    });
+                    prtnl.add_route(
+                        *index,
+                        &RouteSpec {
+                            dst: r.dst,
+                            gw,
+                            priority: r.priority,
+                            table: r.table,
+                        },
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Step::Move: into the pod, then what the result reports of it.
+    fn move_step(&mut self, cx: &mut AddCx, journal: &mut Vec<Done>) -> Result<()> {
+        let Some(l) = cx.link.clone() else {
+            return Ok(());
+        };
+        let mut change = LinkChange {
+            index: l.index,
+            netns_fd: Some(cx.netns.raw_fd()),
+            new_ifindex: Some(l.index as i32),
+            name: Some(cx.env.ifname.clone()),
+            mac: cx.conf.mac.filter(|m| Some(*m) != l.mac),
+            mtu: cx.conf.mtu.filter(|m| *m != l.mtu),
+            up: None,
+        };
+        let ns_path = cx.netns.path().display().to_string();
+        let mut prtnl = cx
+            .netns
+            .run(cx.home, Rtnl::new)
+            .map_err(|e| Error::Other(e.to_string()))??;
+        let kept_index = self.move_link(cx, &mut prtnl, &mut change, &l, &ns_path, journal)?;
+        let (pf, vf) = (cx.entry.pf.clone(), cx.entry.vf_index);
+        if l.up {
+            // The move closed it (before the new MAC).
+            self.seam.netdev_down(&pf, vf, l.mac)?;
+        }
+        if let Some(m) = change.mac {
+            self.seam.netdev_mac(&pf, vf, m)?;
+        }
+        let index = if kept_index {
+            l.index
+        } else {
+            let index = prtnl
+                .link_by_name(&cx.env.ifname)?
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "{} vanished from {ns_path} after the move",
+                        cx.env.ifname
+                    ))
+                })?
+                .index;
+            if let Some(p) = moved(journal) {
+                *p = Some(index);
+            }
+            cx.entry.pod_index = Some(index);
+            self.cache().store(&cx.entry)?;
+            index
+        };
+        cx.iface.mac = if cx.entry.ib.is_some() {
+            // IPoIB: the 20-byte address as the kernel shows it (it cannot be set).
+            prtnl.link_by_index(index)?.and_then(|k| k.hw_addr)
+        } else {
+            cx.conf.mac.or(l.mac).map(|m| m.to_string())
+        };
+        cx.iface.mtu = Some(cx.conf.mtu.unwrap_or(l.mtu));
+        cx.pod = Some((prtnl, index));
+        Ok(())
+    }
+
+    /// The undo loop: take back what `journal` records, newest first, collecting every
+    /// error; "already as it was" counts as done. `e` is the cache entry as stored.
+    pub(super) fn undo(
         &mut self,
         e: &CacheEntry,
+        journal: &[Done],
         netns: Option<&Netns>,
         home: &Netns,
-        p: &Progress,
         env: &Env,
         conf_raw: &Value,
     ) -> Vec<Error> {
         let mut errs = Vec::new();
-        if p.ipam_done
-            && let Some(plugin) = &e.ipam
-        {
-            let call = ipam::Call {
-                command: Command::Del,
-                env,
-            };
-            if let Err(x) = ipam::exec(plugin, &call, conf_raw) {
-                errs.push(x);
+        let netdev_back =
+            e.link.is_some() && journal.iter().any(|d| matches!(d, Done::Move { .. }));
+        let admin_mac = journal.iter().any(|d| matches!(d, Done::AdminMac(_)));
+        let cleared = journal.contains(&Done::ClearMac);
+        // Read back when the PF may now report another MAC: it was cleared, or the
+        // netdev came back (igbvf resets when it goes down and tells igb its MAC then,
+        // as it does for every MAC written back). A non-zero MAC is written only when
+        // ADD had one to write (the first two cases): igb would make it an admin MAC the
+        // VF can no longer change. Done once the netdev is back, before the PF settings.
+        let mut read_back =
+            !(cleared || (netdev_back && admin_mac) || (netdev_back && e.vf_orig.mac.is_zero()));
+        // The GUID restore and its rebind come last: the rebind replaces the netdev
+        // restored on the host, and the driver reads the GUIDs at probe.
+        let mut guids = None;
+        for d in journal.iter().rev() {
+            if !read_back && matches!(d, Done::Rdma(_) | Done::Vf(_) | Done::Guids { .. }) {
+                read_back = true;
+                self.read_back_mac(e, &mut errs);
             }
-        }
-        // The VF MAC: release the admin MAC so the VF may take its netdev MAC back (igb
-        // refuses a VF-side change while an admin MAC is set on an untrusted VF), put the
-        // netdev back, then give the PF back the MAC it reported before, since once the
-        // VF has been up, igb records the netdev MAC the VF writes as the VF's MAC.
-        let (macs, others): (Vec<&VfSetting>, Vec<&VfSetting>) = p
-            .vf_applied
-            .iter()
-            .partition(|s| matches!(s, VfSetting::Mac { .. }));
-        let admin_mac = macs.last().copied();
-        let netdev_back = p.link_moved && e.link.is_some();
-        if let Some(s) = admin_mac {
-            if netdev_back {
-                let clear = VfSetting::Mac {
-                    mac: Mac::default(),
-                };
-                if let Err(x) = self.set_vf(e, &clear) {
-                    errs.push(x);
+            match d {
+                Done::Ipam => {
+                    if let Some(plugin) = &e.ipam {
+                        let call = ipam::Call {
+                            command: Command::Del,
+                            env,
+                        };
+                        if let Err(x) = ipam::exec(plugin, &call, conf_raw) {
+                            errs.push(x);
+                        }
+                    }
                 }
-            } else {
-                self.restore_vf(e, s, &mut errs);
+                // Release the admin MAC so the VF may take its netdev MAC back (igb
+                // refuses a VF-side change while an admin MAC is set on an untrusted
+                // VF); the read-back then gives the PF back the MAC it reported before,
+                // since once the VF has been up igb records the netdev MAC the VF
+                // writes as the VF's MAC.
+                Done::AdminMac(s) => {
+                    if netdev_back {
+                        let clear = VfSetting::Mac {
+                            mac: Mac::default(),
+                        };
+                        if let Err(x) = self.set_vf(e, &clear) {
+                            errs.push(x);
+                        }
+                    } else {
+                        self.restore_vf(e, s, &mut errs);
+                    }
+                }
+                Done::Move { pod_index } => {
+                    if let Some(l) = &e.link
+                        && let Err(x) = self.restore_link(e, l, *pod_index, netns, home)
+                    {
+                        errs.push(x);
+                    }
+                }
+                Done::Altnames(names) => {
+                    if let Some(l) = &e.link
+                        && let Err(x) = self.restore_altnames(l, names)
+                    {
+                        errs.push(x);
+                    }
+                }
+                Done::ClearMac => {}
+                Done::Rdma(dev) => {
+                    // A deleted netns hands its RDMA devices back to the host by itself.
+                    if let Some(ns) = netns
+                        && let Err(source) = self.vf.rdma_move(dev, ns, home, home)
+                        && source.errno != Some(libc::ENODEV)
+                    {
+                        errs.push(Error::Rdma {
+                            device: dev.clone(),
+                            source,
+                        });
+                    }
+                }
+                Done::Vf(s) => self.restore_vf(e, s, &mut errs),
+                Done::Guids { set, rebound } => guids = Some((set, *rebound)),
             }
         }
-        if p.link_moved
-            && let Some(l) = &e.link
-            && let Err(x) = self.restore_link(e, l, p.pod_index, netns, home)
-        {
-            errs.push(x);
+        if !read_back {
+            self.read_back_mac(e, &mut errs);
         }
-        if !p.dropped_altnames.is_empty()
-            && let Some(l) = &e.link
-            && let Err(x) = self.restore_altnames(l, &p.dropped_altnames)
-        {
-            errs.push(x);
-        }
-        // Read back when the PF may now report another MAC: it was cleared above, or the
-        // netdev came back (igbvf resets when it goes down and tells igb its MAC then, as
-        // it does for every MAC written back). A non-zero MAC is written only when ADD had
-        // one to write (the first two cases): igb would make it an admin MAC the VF can
-        // no longer change.
-        if p.mac_cleared
-            || (netdev_back && admin_mac.is_some())
-            || (netdev_back && e.vf_orig.mac.is_zero())
-        {
-            match self.vf.vf_state(&e.pf, e.vf_index) {
-                Ok(st) if st.mac == e.vf_orig.mac => {}
-                // (restore_vf takes the value from vf_orig)
-                Ok(st) => self.restore_vf(e, &VfSetting::Mac { mac: st.mac }, &mut errs),
-                Err(x) => errs.push(x.into()),
-            }
-        }
-        for dev in p.rdma_moved.iter().rev() {
-            // A deleted netns hands its RDMA devices back to the host by itself.
-            if let Some(ns) = netns
-                && let Err(source) = self.vf.rdma_move(dev, ns, home, home)
-                && source.errno != Some(libc::ENODEV)
-            {
-                errs.push(Error::Rdma {
-                    device: dev.clone(),
-                    source,
-                });
-            }
-        }
-        for s in others.iter().rev() {
-            self.restore_vf(e, s, &mut errs);
-        }
-        if let Some(ib) = &e.ib {
-            self.restore_guids(e, ib, p, &mut errs);
+        if let (Some(ib), Some((set, rebound))) = (&e.ib, guids) {
+            self.restore_guids(e, ib, set, rebound, &mut errs);
         }
         errs
+    }
+
+    /// Give the PF back the VF MAC it reported before ADD, if it reports another now.
+    fn read_back_mac(&mut self, e: &CacheEntry, errs: &mut Vec<Error>) {
+        match self.vf.vf_state(&e.pf, e.vf_index) {
+            Ok(st) if st.mac == e.vf_orig.mac => {}
+            // (restore_vf takes the value from vf_orig)
+            Ok(st) => self.restore_vf(e, &VfSetting::Mac { mac: st.mac }, errs),
+            Err(x) => errs.push(x.into()),
+        }
     }
 
     /// Set one GUID of the cached VF; a refusal names it.
@@ -155,16 +546,16 @@ impl Plugin<'_> {
             })
     }
 
-    /// Put the recorded GUIDs back and rebind so the driver takes them (teardown's last
-    /// step: the rebind replaces the netdev restored on the host just before).
-    pub(super) fn restore_guids(
+    /// Put the recorded GUIDs back and rebind so the driver takes them.
+    fn restore_guids(
         &mut self,
         e: &CacheEntry,
         ib: &IbEntry,
-        p: &Progress,
+        set: &[GuidKind],
+        rebound: bool,
         errs: &mut Vec<Error>,
     ) {
-        for &kind in p.guids_set.iter().rev() {
+        for &kind in set.iter().rev() {
             let orig = match kind {
                 GuidKind::Node => ib.orig_node,
                 GuidKind::Port => ib.orig_port,
@@ -182,7 +573,7 @@ impl Plugin<'_> {
                 ),
             }
         }
-        if p.rebound {
+        if rebound {
             match e.device_id.parse::<PciAddress>() {
                 Ok(pci) => {
                     if let Err(x) = self.vf.rebind(self.host.root(), &pci) {
