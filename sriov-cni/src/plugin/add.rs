@@ -56,7 +56,7 @@ impl Plugin<'_> {
             });
         }
         let owner_prev = lock.owner()?;
-        let mut rtnl = Rtnl::new()?;
+        let mut rtnl = self.links.host()?;
         let mut host_hw_addr = None;
         let host_link = if target.dpdk() {
             None
@@ -248,7 +248,7 @@ impl Plugin<'_> {
     pub(super) fn move_link(
         &mut self,
         cx: &mut AddCx,
-        prtnl: &mut Rtnl,
+        prtnl: &mut dyn LinkHandle,
         change: &mut LinkChange,
         l: &HostLink,
         ns_path: &str,
@@ -287,7 +287,7 @@ impl Plugin<'_> {
             if err.errno == Some(libc::EEXIST)
                 && cx.entry.dropped_altnames.is_empty()
                 && !l.altnames.is_empty()
-                && rtnl_link_is(&mut cx.rtnl, l)?
+                && rtnl_link_is(cx.rtnl.as_mut(), l)?
             {
                 not_moved(journal);
                 let mut colliding = Vec::new();
@@ -312,7 +312,7 @@ impl Plugin<'_> {
             // Refusals checked before the move (a name taken in the pod) leave the VF
             // on the host: then there is nothing to move back, and a pod link that
             // happens to have its name and ifindex must not be mistaken for it.
-            if rtnl_link_is(&mut cx.rtnl, l)? {
+            if rtnl_link_is(cx.rtnl.as_mut(), l)? {
                 not_moved(journal);
             }
             return Err(err.into());

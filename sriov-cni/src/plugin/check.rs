@@ -38,9 +38,7 @@ impl Plugin<'_> {
             let ns_path = env.netns.clone().unwrap_or_default();
             let ns = Netns::open(&ns_path).map_err(|e| netns_env_err(&ns_path, e))?;
             let home = Netns::current().map_err(|e| Error::Other(e.to_string()))?;
-            let mut pod = ns
-                .run(&home, Rtnl::new)
-                .map_err(|e| Error::Other(e.to_string()))??;
+            let mut pod = self.links.in_netns(&ns, &home)?;
             match pod.link_by_name(&env.ifname)? {
                 None => diffs.push(format!(
                     "interface {} not found in {}",

@@ -18,8 +18,9 @@ use crate::error::{Error, Result};
 use crate::ib::conf::IbConf;
 use crate::ib::netlink::GuidKind;
 use crate::ipam;
+use crate::links::{LinkHandle, Links};
 use crate::lock::{Owner, VfLock};
-use crate::netlink::{LinkChange, RouteSpec, Rtnl};
+use crate::netlink::{LinkChange, RouteSpec};
 use crate::netns::Netns;
 use crate::result::{CniResult, Interface, IpConfig};
 use crate::sriov::{TestSeam, VfConfigurator, VfSetting, VfState};
@@ -37,6 +38,8 @@ pub struct Plugin<'a> {
     /// Fault injection and the VF driver model: [`NoSeam`](crate::sriov::NoSeam) in the
     /// shipped binary.
     pub seam: &'a mut dyn TestSeam,
+    /// Links, addresses and routes per netns (route netlink, or the test double).
+    pub links: &'a mut dyn Links,
     /// The data directory (cache files, `lock/`).
     pub data_dir: PathBuf,
 }
@@ -50,7 +53,7 @@ fn netns_env_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Whether the VF netdev is still on the host under its name and index.
-fn rtnl_link_is(rtnl: &mut Rtnl, l: &HostLink) -> Result<bool> {
+fn rtnl_link_is(rtnl: &mut dyn LinkHandle, l: &HostLink) -> Result<bool> {
     Ok(rtnl
         .link_by_index(l.index)?
         .is_some_and(|h| h.name == l.name))

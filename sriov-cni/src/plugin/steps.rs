@@ -177,14 +177,14 @@ pub(super) struct AddCx<'c> {
     pub(super) netns: &'c Netns,
     pub(super) home: &'c Netns,
     /// Route netlink in the host netns.
-    pub(super) rtnl: Rtnl,
+    pub(super) rtnl: Box<dyn LinkHandle>,
     /// The cache entry as stored now (a new ifindex after a rebind or the move is
     /// recorded before the next change).
     pub(super) entry: CacheEntry,
     /// The VF netdev on the host, as it is now (`None` in DPDK mode).
     pub(super) link: Option<HostLink>,
     /// Route netlink in the pod and the VF netdev's ifindex there, after the move.
-    pub(super) pod: Option<(Rtnl, u32)>,
+    pub(super) pod: Option<(Box<dyn LinkHandle>, u32)>,
     /// Our interface in the result.
     pub(super) iface: Interface,
     /// What IPAM ADD returned.
@@ -305,21 +305,7 @@ impl Plugin<'_> {
                 let v6 = cx.ipam.ips.iter().any(|i| !i.address.addr.is_ipv4());
                 // Gratuitous ARP / unsolicited NA: the kernel sends them when the link
                 // comes up with addresses if arp_notify / ndisc_notify is set.
-                let ifname = cx.env.ifname.clone();
-                let _ = cx.netns.run(cx.home, || {
-                    if v4 {
-                        let _ = std::fs::write(
-                            format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"),
-                            "1",
-                        );
-                    }
-                    if v6 {
-                        let _ = std::fs::write(
-                            format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"),
-                            "1",
-                        );
-                    }
-                });
+                prtnl.announce(&cx.env.ifname, v4, v6);
                 for ip in &cx.ipam.ips {
                     prtnl.add_address(*index, &ip.address)?;
                 }
@@ -381,11 +367,8 @@ impl Plugin<'_> {
             up: None,
         };
         let ns_path = cx.netns.path().display().to_string();
-        let mut prtnl = cx
-            .netns
-            .run(cx.home, Rtnl::new)
-            .map_err(|e| Error::Other(e.to_string()))??;
-        let kept_index = self.move_link(cx, &mut prtnl, &mut change, &l, &ns_path, journal)?;
+        let mut prtnl = self.links.in_netns(cx.netns, cx.home)?;
+        let kept_index = self.move_link(cx, prtnl.as_mut(), &mut change, &l, &ns_path, journal)?;
         let (pf, vf) = (cx.entry.pf.clone(), cx.entry.vf_index);
         if l.up {
             // The move closed it (before the new MAC).
@@ -590,7 +573,7 @@ impl Plugin<'_> {
 
     /// Give the VF netdev on the host back the altnames dropped for the move.
     pub(super) fn restore_altnames(&mut self, l: &HostLink, names: &[String]) -> Result<()> {
-        let mut h = Rtnl::new()?;
+        let mut h = self.links.host()?;
         let Some(f) = h.link_by_name(&l.name)? else {
             return Ok(());
         };
@@ -634,9 +617,7 @@ impl Plugin<'_> {
         home: &Netns,
     ) -> Result<()> {
         if let Some(ns) = netns {
-            let mut pod = ns
-                .run(home, Rtnl::new)
-                .map_err(|x| Error::Other(x.to_string()))??;
+            let mut pod = self.links.in_netns(ns, home)?;
             // Only our VF: a same-named link with another ifindex belongs to someone else
             // (e.g. the interface that made our rename fail).
             let mut found = None;
@@ -668,7 +649,7 @@ impl Plugin<'_> {
         }
         // Not in the pod: the netns is gone (the kernel returned the VF to the host,
         // keeping the pod-side name) or it was already moved back.
-        let mut h = Rtnl::new()?;
+        let mut h = self.links.host()?;
         let mut found = h.link_by_name(&l.name)?;
         if found.is_none() {
             let sysfs_names = e
