@@ -40,7 +40,8 @@ pub struct World {
     pub netns: BTreeMap<String, Vec<FakeLink>>,
     /// Every call, in order: `<netns> <op> <target>`.
     pub calls: Vec<String>,
-    /// Calls that fail: a call whose line starts with the key fails with the errno.
+    /// Refusals to come: the first call whose line starts with a key fails with its
+    /// errno, and the entry is used up.
     pub fail: Vec<(String, i32)>,
     fds: HashMap<RawFd, String>,
     next_index: u32,
@@ -67,8 +68,8 @@ impl World {
         let failed = self
             .fail
             .iter()
-            .find(|(k, _)| line.starts_with(k.as_str()))
-            .map(|(_, e)| *e);
+            .position(|(k, _)| line.starts_with(k.as_str()))
+            .map(|i| self.fail.remove(i).1);
         self.calls.push(line);
         match failed {
             Some(errno) => Err(NlError::errno(op, target, errno)),
