@@ -91,6 +91,19 @@ impl World {
         }
     }
 
+    /// A driver re-probe: the link `name` in `ns` comes back with a new ifindex, down
+    /// (what a rebind does to a real VF netdev). Returns the new ifindex.
+    pub fn reprobe(&mut self, ns: &str, name: &str) -> Option<u32> {
+        self.next_index += 1;
+        let index = 1000 + self.next_index;
+        let l = self.links(ns).iter_mut().find(|l| l.link.name == name)?;
+        l.link.index = index;
+        l.link.up = false;
+        l.addrs.clear();
+        l.routes.clear();
+        Some(index)
+    }
+
     fn apply(&mut self, ns: &str, c: &LinkChange, target: &str) -> Result<(), NlError> {
         let err = |errno| Err(NlError::errno("set link", target, errno));
         let Some(pos) = self

@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 use simhost::{PfSpec, SimHost, VfBinding};
 use sriov_cni::config::{Command, Env, Mac, NetConf, VlanProto};
-use sriov_cni::fake::{FakeState, FileFake};
+use sriov_cni::fake::{FakeState, FileFake, IbVf};
 use sriov_cni::fake_links::{FakeLink, FakeLinks, HOST};
 use sriov_cni::plugin::Plugin;
 use sriov_cni::sriov::VfState;
@@ -68,6 +68,45 @@ struct Snapshot {
 
 impl T {
     fn new(bindings: Vec<VfBinding>) -> T {
+        T::with_link_type(bindings, 1)
+    }
+
+    /// An InfiniBand PF (sysfs type 32); the fake's IB model gives VF i the GUIDs
+    /// `orig_guids(i)`.
+    fn new_ib(nvf: u32) -> T {
+        let t = T::with_link_type(vec![VfBinding::Mlx5; nvf as usize], 32);
+        let mut st = t.fake();
+        for i in 0..nvf {
+            let (node, port) = orig_guids(i);
+            st.ib_vfs.insert(
+                format!("{}/{i}", t.pf),
+                IbVf {
+                    node,
+                    port,
+                    bound_node: node,
+                    bound_port: port,
+                    binds: 0,
+                },
+            );
+        }
+        st.store(&t.fake_path()).unwrap();
+        t
+    }
+
+    /// The fake's igb model; `been_up` VFs were up once already.
+    fn set_igb(&self, been_up: &[u32]) {
+        let mut st = self.fake();
+        st.igb = true;
+        for vf in been_up {
+            st.igb_vfs
+                .entry(format!("{}/{vf}", self.pf))
+                .or_default()
+                .been_up = true;
+        }
+        st.store(&self.fake_path()).unwrap();
+    }
+
+    fn with_link_type(bindings: Vec<VfBinding>, link_type: u32) -> T {
         let tmp = tempfile::tempdir().unwrap();
         let pf = "pf0".to_string();
         let nvf = bindings.len() as u32;
@@ -80,7 +119,7 @@ impl T {
             device: "101d".into(),
             vf_device: "101e".into(),
             numa_node: 0,
-            link_type: 1,
+            link_type,
             total_vfs: 16,
             vfs: bindings.clone(),
             up: true,
@@ -178,6 +217,41 @@ impl T {
         let conf = NetConf::parse(conf.to_string().as_bytes(), cmd == Command::Add)
             .map_err(|e| (e.code(), e.to_string()))?;
         let mut vf = FileFake::new(self.fake_path());
+        let mut seam = FileFake::new(self.fake_path());
+        let mut links = self.links.clone();
+        let mut p = Plugin {
+            host: rdma_hca::Host::new(self.sim.root()),
+            vf: &mut vf,
+            seam: &mut seam,
+            links: &mut links,
+            data_dir: self.data_dir(),
+        };
+        p.run(&env, &conf).map_err(|e| (e.code(), e.to_string()))
+    }
+
+    /// [`T::run`] with a VF configurator whose rebind re-probes the VF netdev in the
+    /// double (new ifindex), as a real driver does.
+    fn run_reprobing(
+        &self,
+        cmd: Command,
+        cid: &str,
+        ns: &str,
+        conf: &Value,
+    ) -> Result<Option<Value>, (u32, String)> {
+        let env = Env {
+            command: cmd,
+            container_id: cid.into(),
+            ifname: "net1".into(),
+            netns: Some(ns.into()),
+            path: vec![self.tmp.path().join("bin")],
+            args: Vec::new(),
+        };
+        let conf = NetConf::parse(conf.to_string().as_bytes(), cmd == Command::Add)
+            .map_err(|e| (e.code(), e.to_string()))?;
+        let mut vf = Reprobe {
+            inner: FileFake::new(self.fake_path()),
+            links: self.links.clone(),
+        };
         let mut seam = FileFake::new(self.fake_path());
         let mut links = self.links.clone();
         let mut p = Plugin {
@@ -789,4 +863,284 @@ fn chained_after_another_plugin_on_the_double() {
     .unwrap();
     t.del("chain", &ns, &with_prev(&conf, &res));
     assert_eq!(t.snapshot(), before);
+}
+
+fn orig_guids(vf: u32) -> (u64, u64) {
+    (
+        0x0002_c903_0000_1000 + vf as u64,
+        0x0002_c903_0000_2000 + vf as u64,
+    )
+}
+
+/// The fake PF, but a rebind re-probes the VF netdev in the link double (new ifindex).
+struct Reprobe {
+    inner: FileFake,
+    links: FakeLinks,
+}
+
+use sriov_cni::ib::netlink::{GuidKind, VfGuids};
+use sriov_cni::netlink::NlError;
+use sriov_cni::sriov::{VfConfigurator, VfSetting};
+
+impl VfConfigurator for Reprobe {
+    fn vf_state(&mut self, pf: &str, vf: u32) -> Result<VfState, NlError> {
+        self.inner.vf_state(pf, vf)
+    }
+    fn set(&mut self, pf: &str, vf: u32, s: &VfSetting) -> Result<(), NlError> {
+        self.inner.set(pf, vf, s)
+    }
+    fn rdma_move(
+        &mut self,
+        dev: &str,
+        from: &sriov_cni::netns::Netns,
+        to: &sriov_cni::netns::Netns,
+        home: &sriov_cni::netns::Netns,
+    ) -> Result<(), NlError> {
+        self.inner.rdma_move(dev, from, to, home)
+    }
+    fn vf_guids(&mut self, pf: &str) -> Result<Vec<(u32, VfGuids)>, NlError> {
+        self.inner.vf_guids(pf)
+    }
+    fn set_guid(&mut self, pf: &str, vf: u32, k: GuidKind, g: u64) -> Result<(), NlError> {
+        self.inner.set_guid(pf, vf, k, g)
+    }
+    fn rebind(
+        &mut self,
+        root: &std::path::Path,
+        vf: &rdma_hca::PciAddress,
+    ) -> Result<String, sriov_cni::ib::rebind::RebindError> {
+        let name = self.inner.rebind(root, vf)?;
+        self.links.with(|w| w.reprobe(HOST, &name));
+        Ok(name)
+    }
+}
+
+fn untrusted_mac_conf(t: &T, vf: u32) -> Value {
+    t.conf(
+        "1.0.0",
+        vf,
+        json!({"mac": "02:33:00:00:00:02", "vlan": 10, "spoofchk": "off"}),
+    )
+}
+
+fn position(calls: &[String], prefix: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no call {prefix:?} in {calls:?}"))
+}
+
+#[test]
+fn igb_untrusted_vf_cycles_take_a_mac_and_give_the_pf_mac_back_on_the_double() {
+    let t = T::new(vec![VfBinding::Mlx5]);
+    t.set_igb(&[0]);
+    let ns = pod_paths()[0].clone();
+    let key = format!("{}/0", t.pf);
+    let before = t.snapshot();
+    let conf = untrusted_mac_conf(&t, 0);
+    let netdev = format!("netdev {} vf 0 mac=", t.pf);
+    let admin = format!("set {} vf 0 mac=", t.pf);
+    for i in 0..5 {
+        let n = t.fake().calls.len();
+        let cid = format!("igb{i}");
+        let res = t.add(&cid, &ns, &conf);
+        let add = t.fake().calls[n..].to_vec();
+        assert!(position(&add, &netdev) < position(&add, &admin), "{add:?}");
+        let st = t.fake();
+        assert_eq!(st.vfs[&key].mac, Mac::parse("02:33:00:00:00:02").unwrap());
+        assert!(st.igb_vfs[&key].admin_mac);
+        t.run(
+            Command::Check,
+            &cid,
+            "net1",
+            Some(&ns),
+            &with_prev(&conf, &res),
+        )
+        .unwrap();
+        let n = t.fake().calls.len();
+        t.del(&cid, &ns, &with_prev(&conf, &res));
+        // DEL: admin MAC cleared, netdev MAC back (igb records it), PF MAC cleared again.
+        let del = t.fake().calls[n..].to_vec();
+        let macs: Vec<&String> = del.iter().filter(|c| c.contains("mac=")).collect();
+        assert_eq!(macs.len(), 3, "{del:?}");
+        assert!(macs[0].starts_with(&format!("{admin}00:00:00:00:00:00")));
+        assert!(macs[1].starts_with(&netdev));
+        assert!(macs[2].starts_with(&format!("{admin}00:00:00:00:00:00")));
+        assert_eq!(t.snapshot(), before, "cycle {i}");
+    }
+}
+
+#[test]
+fn igb_admin_mac_left_on_an_untrusted_vf_is_cleared_and_restored_on_the_double() {
+    let t = T::new(vec![VfBinding::Mlx5]);
+    t.set_igb(&[0]);
+    let key = format!("{}/0", t.pf);
+    let m0 = Mac::parse("02:aa:00:00:00:07").unwrap();
+    let mut st = t.fake();
+    st.vfs.get_mut(&key).unwrap().mac = m0;
+    st.igb_vfs.get_mut(&key).unwrap().admin_mac = true;
+    st.store(&t.fake_path()).unwrap();
+    let ns = pod_paths()[0].clone();
+    let before = t.snapshot();
+    let conf = untrusted_mac_conf(&t, 0);
+    let res = t.add("adm", &ns, &conf);
+    assert_eq!(
+        t.fake().vfs[&key].mac,
+        Mac::parse("02:33:00:00:00:02").unwrap()
+    );
+    t.del("adm", &ns, &with_prev(&conf, &res));
+    assert_eq!(t.snapshot(), before);
+    assert_eq!(t.fake().vfs[&key].mac, m0);
+    // A failure right after the clearing and the move: the undo puts the admin MAC
+    // back too.
+    let e = {
+        t.set_fail(Some(("move", libc::EIO)));
+        t.run(Command::Add, "adm2", "net1", Some(&ns), &conf)
+    };
+    t.set_fail(None);
+    assert!(e.is_err());
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn igb_add_failure_at_every_step_leaves_no_trace_on_the_double() {
+    let t = T::new(vec![VfBinding::Mlx5]);
+    t.set_igb(&[0]);
+    let ns = pod_paths()[0].clone();
+    let conf = untrusted_mac_conf(&t, 0);
+    let before = t.snapshot();
+    for step in [
+        "vf:vlan",
+        "after:vf:vlan",
+        "vf:spoofchk",
+        "after:vf:spoofchk",
+        "after:vf:mac",
+        "move",
+        "ipam",
+        "addresses",
+        "up",
+        "routes",
+        "result",
+    ] {
+        t.set_fail(Some((step, libc::EIO)));
+        let r = t.run(Command::Add, "igbf", "net1", Some(&ns), &conf);
+        t.set_fail(None);
+        assert!(r.is_err(), "{step}");
+        assert_eq!(t.snapshot(), before, "{step} left a trace: {r:?}");
+    }
+    // The PF refuses the admin MAC and, in this fake, clearing it too: the undo cannot
+    // finish, the cache stays, the runtime's DEL finishes the job.
+    t.set_fail(Some(("vf:mac", libc::EIO)));
+    let (code, msg) = t
+        .run(Command::Add, "igbm", "net1", Some(&ns), &conf)
+        .unwrap_err();
+    assert_eq!(code, 102, "{msg}");
+    assert!(msg.contains("mac=02:33:00:00:00:02"), "{msg}");
+    assert!(t.data_dir().join("igbm-net1").exists());
+    t.set_fail(None);
+    t.del("igbm", &ns, &conf);
+    assert_eq!(t.snapshot(), before);
+}
+
+const G: u64 = 0x0200_0000_0000_0a01;
+const G_TEXT: &str = "02:00:00:00:00:00:0a:01";
+
+fn ib_conf(t: &T, vf: u32, extra: Value) -> Value {
+    let mut c = t.conf("1.1.0", vf, json!({"type": "ib-sriov"}));
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+#[test]
+fn ib_add_sets_guids_rebinds_moves_and_del_restores_on_the_double() {
+    let t = T::new_ib(2);
+    let before = t.snapshot();
+    let ns = pod_paths()[0].clone();
+    let conf = ib_conf(
+        &t,
+        1,
+        json!({"runtimeConfig": {"infinibandGUID": G_TEXT}, "link_state": "enable", "mtu": 2044}),
+    );
+    let res = t.add("c1", &ns, &conf);
+    let l = t.pod_link(&ns, "net1").unwrap();
+    assert_eq!(
+        res["interfaces"][0]["mac"],
+        l.link.hw_addr.unwrap().as_str()
+    );
+    assert!(l.link.up && l.link.mtu == 2044);
+    let v = t.fake().ib_vfs[&format!("{}/1", t.pf)].clone();
+    assert_eq!(
+        (v.node, v.port, v.bound_node, v.bound_port, v.binds),
+        (G, G, G, G, 1)
+    );
+    t.run(
+        Command::Check,
+        "c1",
+        "net1",
+        Some(&ns),
+        &with_prev(&conf, &res),
+    )
+    .unwrap();
+    t.del("c1", &ns, &conf);
+    let (node, port) = orig_guids(1);
+    let v = t.fake().ib_vfs[&format!("{}/1", t.pf)].clone();
+    assert_eq!(
+        (v.node, v.port, v.bound_node, v.bound_port, v.binds),
+        (node, port, node, port, 2)
+    );
+    // DEL restores link_state before the GUIDs and the rebind that makes them hold.
+    let w: Vec<String> = t
+        .fake()
+        .calls
+        .into_iter()
+        .filter(|c| !c.starts_with("get "))
+        .collect();
+    let last = |s: &str| w.iter().rposition(|c| c.contains(s)).unwrap();
+    assert!(last("link_state=auto") < last("node_guid"), "{w:?}");
+    assert!(last("node_guid") < last("rebind "), "{w:?}");
+    assert_eq!(t.snapshot(), before);
+}
+
+/// Only the double can show this (a veth keeps its ifindex): a real driver's re-probe
+/// gives the VF netdev a new ifindex. ADD records it in the cache before the move and
+/// moves the new netdev; a failure after the rebind, and DEL after a kill there, find
+/// the VF by its new ifindex.
+#[test]
+fn ib_rebind_that_renumbers_the_netdev_is_followed_on_the_double() {
+    let t = T::new_ib(1);
+    let before = t.snapshot();
+    let ns = pod_paths()[0].clone();
+    let conf = ib_conf(&t, 0, json!({"runtimeConfig": {"infinibandGUID": G_TEXT}}));
+    let old = t.pod_link(HOST, &t.vf_name(0)).unwrap().link.index;
+    let res = t
+        .run_reprobing(Command::Add, "rn", &ns, &conf)
+        .unwrap()
+        .unwrap();
+    let l = t.pod_link(&ns, "net1").expect("the re-probed netdev moved");
+    assert_ne!(l.link.index, old);
+    let cached: Value =
+        serde_json::from_slice(&std::fs::read(t.data_dir().join("rn-net1")).unwrap()).unwrap();
+    assert_eq!(cached["link"]["index"], l.link.index);
+    t.run_reprobing(Command::Del, "rn", &ns, &with_prev(&conf, &res))
+        .unwrap();
+    let strip = |mut s: Snapshot| {
+        for l in s.netns.values_mut().flatten() {
+            l.link.index = 0;
+            // (the last rebind leaves the netdev down, as a re-probe does)
+            l.link.up = false;
+        }
+        s
+    };
+    assert_eq!(strip(t.snapshot()), strip(before.clone()));
+    assert!(t.pod_link(HOST, &t.vf_name(0)).is_some());
+    // A failure after the move (the netdev has its new ifindex): undone by that ifindex.
+    for step in ["move", "up"] {
+        t.set_fail(Some((step, libc::EIO)));
+        let r = t.run_reprobing(Command::Add, "rf", &ns, &conf);
+        t.set_fail(None);
+        assert!(r.is_err(), "{step}");
+        assert_eq!(strip(t.snapshot()), strip(before.clone()), "{step}");
+    }
 }
