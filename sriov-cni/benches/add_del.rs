@@ -73,6 +73,7 @@ fn in_process(lab: &Lab, ns: &str, conf: &Value, n: usize) -> InProcess {
             host: rdma_hca::Host::new(lab.sim.root()),
             vf: &mut fake,
             seam: &mut seam,
+            links: &mut sriov_cni::links::KernelLinks,
             data_dir: lab.data_dir(),
         };
         let id = format!("b{i}");

@@ -10,6 +10,7 @@
 use crate::cache::DEFAULT_DATA_DIR;
 use crate::config::{Command, Env, EnvError, NetConf, peek_version};
 use crate::error::Error;
+use crate::links::KernelLinks;
 use crate::plugin::Plugin;
 use crate::result::error_json;
 use crate::sriov::{NetlinkVf, NoSeam, TestSeam, VfConfigurator};
@@ -121,6 +122,7 @@ pub fn main_on(
         host: Host::new(root),
         vf: vf.as_mut(),
         seam: seam.as_mut(),
+        links: &mut KernelLinks,
         data_dir,
     };
     crate::debug!(

@@ -7,7 +7,8 @@
 //! through `rdma-hca`), [`netlink`] (counted rtnetlink round trips), [`sriov`] (the
 //! [`sriov::VfConfigurator`] trait and its netlink implementation), `fake` (the
 //! test-only file-backed configurator, cargo feature `test-fake`), [`rdma`] (RDMA netlink), [`netns`], [`cache`],
-//! [`lock`], [`ipam`], [`plugin`] (the commands) and [`cli`] (the dispatcher).
+//! [`lock`], [`ipam`], [`links`] (the per-netns link seam; its recording double
+//! `fake_links` is test-only, cargo feature `test-fake`), [`plugin`] (the commands) and [`cli`] (the dispatcher).
 
 pub mod cache;
 pub mod cli;
@@ -15,8 +16,11 @@ pub mod config;
 pub mod error;
 #[cfg(feature = "test-fake")]
 pub mod fake;
+#[cfg(feature = "test-fake")]
+pub mod fake_links;
 pub mod ib;
 pub mod ipam;
+pub mod links;
 pub mod lock;
 pub mod log;
 pub mod netlink;

@@ -68,6 +68,14 @@ impl Netns {
         Netns::open(Path::new("/proc/thread-self/ns/net"))
     }
 
+    /// A second handle on the same netns (a duplicated fd).
+    pub fn try_clone(&self) -> std::io::Result<Netns> {
+        Ok(Netns {
+            file: self.file.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.path
