@@ -84,6 +84,8 @@ fn main() {
         registry_dir: dir.path().join("registry"),
         cdi_dir: dir.path().join("cdi"),
         device_info_dir: Some(dir.path().join("devinfo")),
+        node_name: None,
+        kubeconfig: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

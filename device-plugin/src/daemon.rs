@@ -18,16 +18,19 @@
 //!
 //! With [`DaemonOptions::dra`] the same daemon is also a DRA driver ([`crate::dra`]): its
 //! kubelet plugin is started after the first scan, gets the served VF pools after every
-//! [`Daemon::apply`], and [`Daemon::dra_devices_changed`] is where ResourceSlices are
-//! published from.
+//! [`Daemon::apply`], and this node's ResourceSlices follow every scan (start, rescan,
+//! reload; health included) through a [`SliceFeed`] ([`Daemon::dra_rescanned`]). On a
+//! clean shutdown the slices are deleted unless a claim is still prepared.
 
 use crate::allocate::AllocateOptions;
 use crate::cdi;
 use crate::config::{Config, ConfigError};
 use crate::device_info_gc;
-use crate::dra::claims::{ClaimSource, KubeClaims};
+use crate::dra::claims::{ClaimSource, KubeClaims, KubeClientError, kube_client};
 use crate::dra::devices::DraDevices;
 use crate::dra::plugin::{DraOptions, DraPlugin, DraStartError};
+use crate::dra::publish::{Backoff, PublishError, Publisher, SliceFeed};
+use crate::dra::slices::{SliceSource, node_devices};
 use crate::events::{self, Event};
 use crate::health;
 use crate::pools::{Pools, Resource};
@@ -80,7 +83,15 @@ pub enum DaemonError {
     Dra(#[from] DraStartError),
     /// No API server client for the DRA driver.
     #[error("DRA driver: API server client: {0}")]
-    DraClient(crate::dra::claims::ClaimSourceError),
+    DraClient(#[from] KubeClientError),
+    /// DRA is on but this node's name is unknown.
+    #[error(
+        "DRA driver: the node name is needed for its ResourceSlices: pass --node-name or set NODE_NAME (the downward API's spec.nodeName)"
+    )]
+    DraNodeName,
+    /// The node or driver name cannot make valid ResourceSlices.
+    #[error("DRA driver: {0}")]
+    DraPublisher(#[from] PublishError),
     /// The device-plugin directory could not be created.
     #[error("create device-plugin directory {path}: {source}")]
     PluginDir {
@@ -234,6 +245,8 @@ pub struct Daemon {
     kubelet_id: Option<FileId>,
     /// The DRA kubelet plugin, once started.
     dra: Option<DraPlugin>,
+    /// The ResourceSlice publisher's feed, once started.
+    slices: Option<SliceFeed>,
 }
 
 impl Daemon {
@@ -268,6 +281,7 @@ impl Daemon {
             outcomes_rx: Some(outcomes_rx),
             kubelet_id,
             dra: None,
+            slices: None,
         })
     }
 
@@ -283,6 +297,14 @@ impl Daemon {
         self.dra = Some(p);
         self.dra_devices_changed(&devices);
         Ok(())
+    }
+
+    /// Publish this node's ResourceSlices through `publisher` from now on (on its own
+    /// task; failed syncs retried by `backoff`): every [`Daemon::dra_rescanned`] feeds
+    /// it, [`Daemon::shutdown`] stops it.
+    pub fn publish_slices(&mut self, publisher: Publisher, backoff: Backoff) {
+        info!(node = %publisher.node(), driver = %publisher.driver(), "DRA: publishing ResourceSlices");
+        self.slices = Some(SliceFeed::spawn(publisher, backoff));
     }
 
     /// The DRA kubelet plugin, when running.
@@ -304,19 +326,24 @@ impl Daemon {
         debug!(driver = %p.name(), devices = devices.len(), "DRA devices changed");
     }
 
-    /// HOOK for the ResourceSlice publisher (issue 12, slices side; the lead wires it):
+    /// Feed the ResourceSlice publisher (when [`Daemon::publish_slices`] started one):
     /// called with DRA on, after the DRA start and after every rescan and config reload
-    /// ([`Daemon::rescan`]), with the inventory and the health-refined pools just
-    /// applied: what `slices::node_devices(&SliceSource { inventory, pools, root })`
-    /// takes. Every call, changed or not (the publisher's sync is a no-op when nothing
-    /// changed); the publisher is async, so it is to be fed from here (e.g. a watch
-    /// channel to its task). Until then it only logs.
+    /// ([`Daemon::rescan`]), with the inventory and the health-refined pools just applied
+    /// (unhealthy and vanished VFs are not in them, so they leave their slice). Every
+    /// call, changed or not: the feed syncs only the latest list, and a sync of an
+    /// unchanged pool is one list, no writes.
     pub fn dra_rescanned(&mut self, inventory: &Inventory, pools: &Pools) {
-        let Some(p) = &self.dra else {
+        let (Some(p), Some(feed)) = (&self.dra, &self.slices) else {
             return;
         };
-        debug!(driver = %p.name(), functions = inventory.functions.len(),
-               resources = pools.resources.len(), "DRA: rescanned (slice publisher hook)");
+        let src = SliceSource {
+            inventory,
+            pools,
+            root: &self.opts.root,
+        };
+        let devices = node_devices(&src, p.name());
+        debug!(driver = %p.name(), devices = devices.len(), "DRA: devices for the ResourceSlices");
+        feed.publish(devices);
     }
 
     /// The lifecycle settings.
@@ -636,6 +663,19 @@ impl Daemon {
 
     /// Stop every server and remove the sockets.
     pub async fn shutdown(mut self) {
+        if let Some(feed) = self.slices.take() {
+            let prepared = match &self.dra {
+                Some(p) => p.driver().prepared().await.len(),
+                None => 0,
+            };
+            if prepared > 0 {
+                info!(
+                    claims = prepared,
+                    "DRA: claims still prepared: ResourceSlices stay"
+                );
+            }
+            feed.shutdown(prepared > 0, SLICE_SHUTDOWN_TIMEOUT).await;
+        }
         if let Some(p) = self.dra.take() {
             p.shutdown().await;
         }
@@ -843,6 +883,9 @@ async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> 
     }
 }
 
+/// How long a clean stop waits for the API server to delete this node's ResourceSlices.
+const SLICE_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Longest delay before recreating a refused registry socket.
 const REGISTRY_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -896,29 +939,68 @@ impl Daemon {
     }
 }
 
+/// What the DRA side talks to: where claims are read, and the ResourceSlice publisher
+/// (none: no slices published).
+pub struct DraBackends {
+    /// Where ResourceClaims are read from.
+    pub claims: Arc<dyn ClaimSource>,
+    /// This node's ResourceSlice publisher.
+    pub publisher: Option<Publisher>,
+    /// Delays between failed slice syncs.
+    pub backoff: Backoff,
+}
+
 /// [`run`] living by `lifecycle`: the event loop of the module docs. With
-/// [`DaemonOptions::dra`], claims are read from the API server kube's config inference
-/// finds (kubeconfig, else in-cluster).
+/// [`DaemonOptions::dra`], one API server client (its `kubeconfig`, else what kube
+/// infers: `$KUBECONFIG`, `~/.kube/config`, in-cluster) reads the claims and publishes
+/// the ResourceSlices of its `node_name` (required).
 pub async fn run_with(
     opts: DaemonOptions,
     lifecycle: Lifecycle,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let claims: Option<Arc<dyn ClaimSource>> = match &opts.dra {
+    let backends = match &opts.dra {
         None => None,
-        Some(_) => Some(Arc::new(
-            KubeClaims::infer().await.map_err(DaemonError::DraClient)?,
-        )),
+        Some(d) => {
+            let node = d
+                .node_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .ok_or(DaemonError::DraNodeName)?;
+            let client = kube_client(d.kubeconfig.as_deref()).await?;
+            let publisher = Publisher::new(client.clone(), node, d.driver.clone())?;
+            Some(DraBackends {
+                claims: Arc::new(KubeClaims::new(client)),
+                publisher: Some(publisher),
+                backoff: Backoff::default(),
+            })
+        }
     };
-    run_with_claims(opts, lifecycle, claims, shutdown).await
+    run_with_dra(opts, lifecycle, backends, shutdown).await
 }
 
-/// [`run_with`] reading DRA claims from `claims` (used when [`DaemonOptions::dra`] is
-/// set).
+/// [`run_with`] reading DRA claims from `claims`, publishing no ResourceSlices (used
+/// when [`DaemonOptions::dra`] is set).
 pub async fn run_with_claims(
     opts: DaemonOptions,
     lifecycle: Lifecycle,
     claims: Option<Arc<dyn ClaimSource>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let backends = claims.map(|claims| DraBackends {
+        claims,
+        publisher: None,
+        backoff: Backoff::default(),
+    });
+    run_with_dra(opts, lifecycle, backends, shutdown).await
+}
+
+/// [`run_with`] with the DRA side talking to `dra` (used when [`DaemonOptions::dra`] is
+/// set).
+pub async fn run_with_dra(
+    opts: DaemonOptions,
+    lifecycle: Lifecycle,
+    dra: Option<DraBackends>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let t0 = Instant::now();
@@ -934,8 +1016,11 @@ pub async fn run_with_claims(
     }
     let first = daemon.options().dra.is_some().then(|| pools.clone());
     daemon.apply(pools)?;
-    if let (Some(dra), Some(claims)) = (daemon.options().dra.clone(), claims) {
-        daemon.start_dra(dra, claims)?;
+    if let (Some(dra), Some(b)) = (daemon.options().dra.clone(), dra) {
+        daemon.start_dra(dra, b.claims)?;
+        if let Some(p) = b.publisher {
+            daemon.publish_slices(p, b.backoff);
+        }
         if let Some(p) = &first {
             daemon.dra_rescanned(&inv, p);
         }

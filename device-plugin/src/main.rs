@@ -75,6 +75,14 @@ struct Cli {
     /// Where DRA claims' device-info files go.
     #[arg(long, default_value = dra::prepare::DEFAULT_DEVICE_INFO_DIR)]
     dra_device_info_dir: PathBuf,
+    /// This node's name, for the DRA ResourceSlices (`nodeName` and pool). Default:
+    /// $NODE_NAME (set it from the downward API's spec.nodeName). Required with --dra.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Kubeconfig for the API server (DRA). Default: $KUBECONFIG, ~/.kube/config, else
+    /// the in-cluster service account.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -181,6 +189,12 @@ fn dra_options(cli: &Cli) -> dra::plugin::DraOptions {
     d.registry_dir = cli.dra_registry_dir.clone();
     d.cdi_dir = cli.cdi_dir.clone();
     d.device_info_dir = Some(cli.dra_device_info_dir.clone());
+    d.node_name = cli
+        .node_name
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok())
+        .filter(|n| !n.is_empty());
+    d.kubeconfig = cli.kubeconfig.clone();
     d
 }
 

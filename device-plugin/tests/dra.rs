@@ -123,6 +123,8 @@ impl Node {
             registry_dir: d.join("plugins_registry"),
             cdi_dir: d.join("cdi"),
             device_info_dir: Some(d.join("devinfo")),
+            node_name: None,
+            kubeconfig: None,
         }
     }
 

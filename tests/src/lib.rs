@@ -18,10 +18,14 @@
 //! Every wait is bounded by a timeout and driven by events (a `tokio::sync::watch` of the
 //! simulator's [`SimState`], or inotify for files), never by sleeping.
 //!
+//! [`dra_kubelet`] is the kubelet's side of a DRA driver (plugin-watcher registration,
+//! NodePrepareResources / NodeUnprepareResources).
+//!
 //! [`simhost`] is re-exported so tests can combine simulated hosts with the simulator.
 
 pub mod apiserver;
 pub mod bins;
+pub mod dra_kubelet;
 mod error;
 pub mod fswait;
 pub mod kubelet;

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::resource::v1::ResourceClaim;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// A claim as the kubelet names it in NodePrepareResources.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -62,6 +63,47 @@ impl KubeClaims {
             .map_err(|e| ClaimSourceError::Api(format!("kube client: {e}")))?;
         Ok(KubeClaims { client })
     }
+}
+
+/// Why no API server client could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeClientError {
+    /// The `--kubeconfig` file is unreadable or unusable.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What kube reported.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// Neither `$KUBECONFIG`/`~/.kube/config` nor the in-cluster service account.
+    #[error("kube config ($KUBECONFIG, ~/.kube/config or in-cluster service account): {0}")]
+    Infer(#[source] kube::config::InferConfigError),
+    /// The config could not make a client (TLS, proxy).
+    #[error("kube client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// An API server client from `kubeconfig` when given (`--kubeconfig`), else from what
+/// kube infers (`$KUBECONFIG` / `~/.kube/config`, else in-cluster).
+pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeClientError> {
+    let cfg = match kubeconfig {
+        Some(path) => {
+            let err = |source| KubeClientError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            };
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(err)?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(err)?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(KubeClientError::Infer)?,
+    };
+    kube::Client::try_from(cfg).map_err(KubeClientError::Client)
 }
 
 #[tonic::async_trait]

@@ -38,6 +38,11 @@ pub struct DraOptions {
     pub cdi_dir: PathBuf,
     /// Device-info dir; `None` = write none.
     pub device_info_dir: Option<PathBuf>,
+    /// This node's name (the ResourceSlices' `nodeName` and pool): `--node-name`, else
+    /// `$NODE_NAME`. Required by [`crate::daemon::run_with`].
+    pub node_name: Option<String>,
+    /// The kubeconfig for the API server (`--kubeconfig`); `None` = what kube infers.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl DraOptions {
@@ -49,6 +54,8 @@ impl DraOptions {
             registry_dir: PathBuf::from(proto::PLUGINS_REGISTRY_PATH),
             cdi_dir: PathBuf::from(crate::cdi::DEFAULT_CDI_DIR),
             device_info_dir: Some(PathBuf::from(super::prepare::DEFAULT_DEVICE_INFO_DIR)),
+            node_name: None,
+            kubeconfig: None,
         }
     }
 

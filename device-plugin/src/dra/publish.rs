@@ -260,3 +260,142 @@ impl Publisher {
         Ok(n)
     }
 }
+
+/// Delays between failed syncs of a [`SliceFeed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// After the first failure.
+    pub first: std::time::Duration,
+    /// At most.
+    pub max: std::time::Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            first: std::time::Duration::from_millis(500),
+            max: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+type Desired = Option<std::sync::Arc<Vec<Device>>>;
+
+/// A [`Publisher`] on its own task, fed the desired devices through a watch channel:
+/// the daemon's scan loop never waits for the API server, only the latest device list
+/// is synced (a burst of rescans is one sync), and a failed sync is logged and retried
+/// with back-off until it succeeds or newer devices arrive.
+#[derive(Debug)]
+pub struct SliceFeed {
+    tx: tokio::sync::watch::Sender<Desired>,
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+    node: String,
+    driver: String,
+}
+
+impl SliceFeed {
+    /// Run `publisher` on a task; nothing is written until the first [`SliceFeed::publish`].
+    pub fn spawn(publisher: Publisher, backoff: Backoff) -> SliceFeed {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let (node, driver) = (publisher.node.clone(), publisher.driver.clone());
+        let task = tokio::spawn(feed(publisher, rx, stop_rx, backoff));
+        SliceFeed {
+            tx,
+            stop: Some(stop),
+            task,
+            node,
+            driver,
+        }
+    }
+
+    /// Make `devices` the pool's content (synced soon, on the feed's task).
+    pub fn publish(&self, devices: Vec<Device>) {
+        self.tx.send_replace(Some(std::sync::Arc::new(devices)));
+    }
+
+    /// Stop the feed: delete this node's slices unless `claims_prepared` (see
+    /// [`Publisher::shutdown`]), waiting at most `timeout` for the API server. Returns
+    /// whether the feed finished in time.
+    pub async fn shutdown(mut self, claims_prepared: bool, timeout: std::time::Duration) -> bool {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(claims_prepared);
+        }
+        match tokio::time::timeout(timeout, &mut self.task).await {
+            Ok(_) => true,
+            Err(_) => {
+                self.task.abort();
+                tracing::warn!(node = %self.node, driver = %self.driver,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "ResourceSlices: API server did not answer in time at shutdown; slices left as they are");
+                false
+            }
+        }
+    }
+}
+
+async fn feed(
+    mut publisher: Publisher,
+    mut rx: tokio::sync::watch::Receiver<Desired>,
+    mut stop: tokio::sync::oneshot::Receiver<bool>,
+    backoff: Backoff,
+) {
+    let mut delay = backoff.first;
+    let mut retry: Option<tokio::time::Instant> = None;
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut stop => {
+                // a dropped sender (daemon gone without a clean stop) keeps the slices
+                let prepared = r.unwrap_or(true);
+                if let Err(e) = publisher.shutdown(prepared).await {
+                    tracing::warn!(error = %e, "ResourceSlices: not removed at shutdown");
+                }
+                return;
+            }
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                delay = backoff.first;
+                retry = None;
+            }
+            () = sleep_until(retry), if retry.is_some() => {
+                retry = None;
+            }
+        }
+        let Some(devices) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        match publisher.sync(devices.to_vec()).await {
+            Ok(r) => {
+                if failures > 0 {
+                    tracing::info!(
+                        failures,
+                        generation = r.generation,
+                        "ResourceSlices: sync succeeded again"
+                    );
+                }
+                failures = 0;
+                delay = backoff.first;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, attempt = failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "ResourceSlices: sync failed; retrying");
+                retry = Some(tokio::time::Instant::now() + delay);
+                delay = (delay * 2).min(backoff.max);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
