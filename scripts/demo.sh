@@ -13,6 +13,9 @@
 #                     the VF from pod-resources and the device-info file, deviceID
 #   sriov CNI         `sriov-test` (sriov + the VF fake): ADD, CHECK, DEL twice, with Debian's
 #                     host-local IPAM
+#   DRA               the same daemon with --dra: ResourceSlices to the resource.k8s.io/v1
+#                     API server stand-in (dra-apiserver), a claim for one VF prepared and
+#                     unprepared by the kubelet's DRA calls (demo-dra), slices deleted at stop
 #
 # DEMO_HOST=infiniband runs the same life on a simulated InfiniBand node (ConnectX-6,
 # 2 PFs x 4 VFs, link type 32, IPoIB netdevs): the NAD is `ib-sriov` with the GUID from
@@ -45,7 +48,7 @@ esac
 
 echo "== building (release)"
 cargo build --release -q -p device-plugin -p simhost -p node-tests \
-    --bin device-plugin --bin simhost --bin demo-kubelet
+    --bin device-plugin --bin simhost --bin demo-kubelet --bin demo-dra --bin dra-apiserver
 # sriov-test: sriov with the VF fake (never shipped); `test-fake` is sriov-cni's own feature
 cargo build --release -q -p sriov-cni --features test-fake --bin sriov-test
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
@@ -56,13 +59,14 @@ started=$(date +%s%N)
 work=$(mktemp -d /tmp/rdma-hca-demo.XXXXXX)
 nodens=demo-$$-node # the node's network namespace (where its VF netdevs are)
 podns=demo-$$-pod   # the pod sandbox's network namespace
-daemon= kube_pid= made_ns=()
+daemon= kube_pid= api_pid= made_ns=()
 cleanup() {
     local rc=$?
     set +e
     trap - ERR
     [ -n "$kube_pid" ] && kill "$kube_pid" 2>/dev/null && wait "$kube_pid" 2>/dev/null
     [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+    [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null
     # deleting a netns destroys the veths in it (and their peers)
     for ns in "${made_ns[@]}"; do
         [ -e "/run/netns/$ns" ] && ip netns del "$ns"
@@ -129,12 +133,39 @@ kube() {
     kube_answer
 }
 kube_answer
+# The same daemon is also a DRA driver (--dra): it publishes this node's ResourceSlices to
+# an API server (here the resource.k8s.io/v1 stand-in, dra-apiserver, on 127.0.0.1) and
+# serves the kubelet's DRA calls. The stand-in holds one ResourceClaim, allocated as the
+# scheduler would: the node's last VF, with our opaque VfConfig (VLAN 100) for the CNI.
+driver=sriov.rdma-hca.io node=demo-node
+dravf=$(basename "$(dirname "$(ls -d "$work"/host/sys/bus/pci/devices/*/physfn | tail -1)")")
+dradev=pci-$(printf '%s' "$dravf" | tr ':.' '--')
+claim_uid=7d3c2a9e-0b1f-4c55-9a7e-3f1d2c4b5a60
+vfconfig='{"driver": "'$driver'", "parameters": {"apiVersion": "'$driver'/v1alpha1", "kind": "VfConfig", "vlan": 100, "spoofChk": true}}'
+cat > "$work/claim.json" <<EOF
+{"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+ "metadata": {"namespace": "default", "name": "vf-claim", "uid": "$claim_uid"},
+ "spec": {"devices": {
+   "requests": [{"name": "vf", "exactly": {"deviceClassName": "vf.$driver"}}],
+   "config": [{"requests": ["vf"], "opaque": $vfconfig}]}},
+ "status": {"allocation": {"devices": {
+   "results": [{"request": "vf", "driver": "$driver", "pool": "$node", "device": "$dradev"}],
+   "config": [{"source": "FromClaim", "requests": ["vf"], "opaque": $vfconfig}]}}}}
+EOF
+"$bin/dra-apiserver" --kubeconfig "$work/kubeconfig" --claim "default/vf-claim=$work/claim.json" \
+    > "$work/apiserver.out" 2>&1 &
+api_pid=$!
+"$bin/demo-kubelet" wait-for "$work/kubeconfig" --timeout 10 > /dev/null \
+    || fail "dra-apiserver did not start: $(cat "$work/apiserver.out")"
 # the daemon retries Register until kubelet.sock is there, so the start order does not
 # matter; its device-info GC asks pod-resources which VFs pods still hold (every second
 # here, and a new file is kept a second at least)
 "$bin/device-plugin" --root "$work/host" --device-plugin-path "$work/dp" \
     --device-info-dir "$work/devinfo/dp" --pod-resources-socket "$podres" \
     --device-info-gc-interval 1 --device-info-gc-grace 1 \
+    --dra --node-name "$node" --kubeconfig "$work/kubeconfig" --cdi-dir "$work/cdi" \
+    --dra-plugin-dir "$work/plugins/$driver" --dra-registry-dir "$work/plugins_registry" \
+    --dra-device-info-dir "$work/devinfo/dra" \
     --log-level info 2> "$work/daemon.log" &
 daemon=$!
 kube register rdma/hca,rdma/vhca
@@ -468,7 +499,53 @@ grep -E '^[0-9]+ x|Allocate' "$work/next-pod.txt" | indent
 grep -q "Allocate.*$vf" "$work/next-pod.txt" || fail "$vf was not allocated again"
 kube delete default/next-pod > /dev/null
 
-step "12. [device plugin] what the daemon logged"
+step "12. [DRA] the same daemon as a DRA driver ($driver): slices, a claim prepared and unprepared"
+say "ResourceSlices of node $node in the API server (dra-apiserver, $(head -1 "$work/apiserver.out")):"
+"$bin/demo-dra" slices --kubeconfig "$work/kubeconfig" --node "$node" --driver "$driver" \
+    --expect "$dradev" > "$work/slices.txt" || fail "slices: $(cat "$work/slices.txt")"
+indent < "$work/slices.txt"
+grep -q "^1 slices, $nvfs devices" "$work/slices.txt" || fail "expected 1 slice of $nvfs devices"
+ok "the $nvfs VFs offered in one slice; $dradev (VF $dravf) among them"
+rss=$(awk '/^VmRSS/ {print $2}' "/proc/$daemon/status")
+say "daemon RSS, both interfaces on (device plugin + DRA): $((rss / 1024)).$(( (rss % 1024) * 10 / 1024 )) MiB"
+reg=$work/plugins_registry/$driver-reg.sock
+say "kubelet: its plugin watcher dials $reg (GetInfo), then NodePrepareResources for claim default/vf-claim:"
+"$bin/demo-dra" prepare --registration "$reg" --claim "default/vf-claim/$claim_uid" > "$work/prepare.txt" \
+    || fail "prepare: $(cat "$work/prepare.txt")"
+indent < "$work/prepare.txt"
+grep -q "device $dradev -> CDI $driver/vf=" "$work/prepare.txt" || fail "no CDI device for $dradev"
+cdispec=$work/cdi/$driver-$claim_uid.json
+say "the CDI spec the container runtime reads ($cdispec):"
+python3 -m json.tool "$cdispec" | indent
+grep -q "PCIDEVICE_[A-Z_]*=$dravf" "$cdispec" || fail "no PCIDEVICE_* env for $dravf in the CDI spec"
+ok "CDI spec with the PCIDEVICE_* env of $dravf, as the device plugin's Allocate gives"
+drainfo=$(ls "$work"/devinfo/dra/*"$claim_uid"*)
+say "the device-info file for the CNI ($drainfo):"
+python3 -m json.tool "$drainfo" | indent
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); c=d["dra"]["config"]; assert c["vlan"]==100 and c["spoofChk"] is True, c' "$drainfo" \
+    || fail "the claim's VfConfig is not in $drainfo"
+ok "the claim's VfConfig (VLAN 100, spoofchk on) carried to the CNI's device-info file"
+"$bin/demo-dra" prepare --registration "$reg" --claim "default/vf-claim/$claim_uid" > "$work/prepare2.txt"
+cmp -s "$work/prepare.txt" "$work/prepare2.txt" || fail "a second prepare answered differently"
+ok "prepared again (a kubelet retry): the same answer"
+"$bin/demo-dra" unprepare --registration "$reg" --claim "default/vf-claim/$claim_uid" | indent
+[ ! -e "$cdispec" ] && [ ! -e "$drainfo" ] || fail "unprepare left $(ls "$work/cdi" "$work/devinfo/dra")"
+ok "unprepared: CDI spec and device-info file removed"
+say "the daemon stops (SIGTERM): no claim is prepared, so it deletes this node's slices"
+kill -TERM "$daemon"
+wait "$daemon" || fail "the daemon exited with $?"
+daemon=
+"$bin/demo-dra" slices --kubeconfig "$work/kubeconfig" --node "$node" --driver "$driver" > "$work/slices.txt"
+indent < "$work/slices.txt"
+grep -q '^0 slices' "$work/slices.txt" || fail "slices left after a clean stop"
+ok "no slices of node $node left"
+kill -TERM "$api_pid"
+wait "$api_pid" || fail "dra-apiserver exited with $?"
+api_pid=
+say "every request the API server saw:"
+grep -E '^(GET|POST|PUT|DELETE) ' "$work/apiserver.out" | indent
+
+step "13. [device plugin] what the daemon logged"
 cat "$work/daemon.log"
 
 elapsed=$(( ($(date +%s%N) - started) / 1000000 ))

@@ -152,7 +152,7 @@ impl ApiServer {
     }
 
     /// Write a kubeconfig pointing at this server (no credentials), for binaries that
-    /// take `--kubeconfig` or `KUBECONFIG`.
+    /// take `--kubeconfig` or `KUBECONFIG` (through a temporary file and a rename).
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {}\n\
@@ -160,7 +160,10 @@ impl ApiServer {
              cluster: standin\n    user: standin\ncurrent-context: standin\n",
             self.url()
         );
-        std::fs::write(path, text)
+        // whole or not at all: a script may wait for the file to appear, then read it
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
     }
 
     /// Every stored ResourceSlice, by name.

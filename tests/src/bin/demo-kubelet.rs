@@ -12,9 +12,9 @@
 //! free RES                               listed / healthy / allocated / free devices of RES
 //! ```
 //!
-//! `pod-resources` is a client of a pod-resources socket, as multus is (`List`), and
+//! `pod-resources` is a client of a pod-resources socket, as multus is (`List`),
 //! `wait-removed` waits (inotify, bounded) for a file to go, e.g. a device-info file the
-//! device plugin sweeps.
+//! device plugin sweeps, and `wait-for` for one to appear.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -57,6 +57,14 @@ enum Cmd {
         #[arg(long)]
         pod: Option<String>,
     },
+    /// Wait until PATH exists.
+    WaitFor {
+        /// The file.
+        path: PathBuf,
+        /// Seconds to wait at most.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// Wait until PATH no longer exists.
     WaitRemoved {
         /// The file.
@@ -82,6 +90,11 @@ async fn main() -> Result<()> {
             timeout,
         } => serve(&dir, &pod_resources, seconds(timeout)?).await,
         Cmd::PodResources { socket, pod } => list_pod_resources(&socket, pod.as_deref()).await,
+        Cmd::WaitFor { path, timeout } => {
+            node_tests::fswait::wait_for_path(&path, seconds(timeout)?).await?;
+            println!("{} is there", path.display());
+            Ok(())
+        }
         Cmd::WaitRemoved { path, timeout } => {
             let start = Instant::now();
             node_tests::fswait::wait_for_removal(&path, seconds(timeout)?).await?;
