@@ -38,6 +38,16 @@ impl Deployment {
                 Object::ConfigMap(o) => cm.push(*o),
                 Object::NetworkAttachmentDefinition(o) => nads.push(*o),
                 Object::Pod(o) => pods.push(*o),
+                other => {
+                    return Err(ManifestError::Invalid {
+                        origin: d.origin,
+                        field: "kind".into(),
+                        message: format!(
+                            "{} belongs with the DRA manifests (dra/), not here",
+                            other.kind()
+                        ),
+                    });
+                }
             }
         }
         let one = |kind: &str, n: usize| ManifestError::Invalid {
@@ -159,6 +169,76 @@ pub fn device_plugin_config(origin: &str, text: &str) -> Result<Config, Manifest
         Err(ManifestError::IgnoredKeys {
             origin: origin.to_owned(),
             warnings: config.warnings,
+        })
+    }
+}
+
+/// The DRA variant in `deploy/dra/`: the DaemonSet that also runs the daemon as a DRA
+/// driver, its ServiceAccount and RBAC, the DeviceClasses, and an example claim + pod.
+#[derive(Debug, Clone)]
+pub struct DraDeployment {
+    /// `dra/daemonset.yaml`.
+    pub daemonset: DaemonSet,
+    /// The driver's ServiceAccount.
+    pub service_account: k8s_openapi::api::core::v1::ServiceAccount,
+    /// What it may do in the API.
+    pub cluster_role: k8s_openapi::api::rbac::v1::ClusterRole,
+    /// The role bound to the ServiceAccount.
+    pub binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding,
+    /// The DeviceClasses claims name, in file order.
+    pub device_classes: Vec<k8s_openapi::api::resource::v1::DeviceClass>,
+    /// Example ResourceClaimTemplates.
+    pub claim_templates: Vec<k8s_openapi::api::resource::v1::ResourceClaimTemplate>,
+    /// Example pods.
+    pub pods: Vec<Pod>,
+}
+
+impl DraDeployment {
+    /// Loads (strictly) every manifest in `dir`: exactly one DaemonSet, ServiceAccount,
+    /// ClusterRole and ClusterRoleBinding; no ConfigMap or NAD (those are shared with the
+    /// main directory).
+    pub fn load(dir: &Path) -> Result<DraDeployment, ManifestError> {
+        let (mut ds, mut sa, mut cr, mut crb) = (vec![], vec![], vec![], vec![]);
+        let (mut device_classes, mut claim_templates, mut pods) = (vec![], vec![], vec![]);
+        for d in load_dir(dir)? {
+            match d.object {
+                Object::DaemonSet(o) => ds.push(*o),
+                Object::ServiceAccount(o) => sa.push(*o),
+                Object::ClusterRole(o) => cr.push(*o),
+                Object::ClusterRoleBinding(o) => crb.push(*o),
+                Object::DeviceClass(o) => device_classes.push(*o),
+                Object::ResourceClaimTemplate(o) => claim_templates.push(*o),
+                Object::Pod(o) => pods.push(*o),
+                other => {
+                    return Err(ManifestError::Invalid {
+                        origin: d.origin,
+                        field: "kind".into(),
+                        message: format!(
+                            "{} is shared with the main manifests (deploy/), not here",
+                            other.kind()
+                        ),
+                    });
+                }
+            }
+        }
+        fn one<T>(dir: &Path, kind: &str, mut v: Vec<T>) -> Result<T, ManifestError> {
+            match v.len() {
+                1 => Ok(v.remove(0)),
+                n => Err(ManifestError::Invalid {
+                    origin: dir.display().to_string(),
+                    field: kind.to_owned(),
+                    message: format!("expected exactly one, found {n}"),
+                }),
+            }
+        }
+        Ok(DraDeployment {
+            daemonset: one(dir, "DaemonSet", ds)?,
+            service_account: one(dir, "ServiceAccount", sa)?,
+            cluster_role: one(dir, "ClusterRole", cr)?,
+            binding: one(dir, "ClusterRoleBinding", crb)?,
+            device_classes,
+            claim_templates,
+            pods,
         })
     }
 }

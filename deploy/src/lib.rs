@@ -9,6 +9,10 @@
 //! | `configmap.yaml` | ConfigMap `sriov-rdma-device-plugin-config`, mounted at `/etc/pcidp`: the two files the daemons read plus examples of k8s-rdma-sriov-dev-plugin's `mode` format, each explained in YAML comments |
 //! | `networks.yaml` | NetworkAttachmentDefinitions: `sriov-net` (VF pool `intel.com/mlnx_sriov_rdma`, host-local IPAM), `sriov-vlan100` (same pool, VLAN 100), `macvlan-conf` (the seed notes' macvlan network) |
 //! | `pods.yaml` | example pods: `rdma-hca-pod` (`rdma/hca: 1`, IPC_LOCK, default network only), `sriov-pod` (one VF as `net1`), `rdma-sriov-pod` (both, plus macvlan as `net2`) |
+//! | `dra/daemonset.yaml` | the DaemonSet above with container `device-plugin` also a DRA driver (`--dra`, driver `sriov.rdma-hca.io`, `NODE_NAME` from `spec.nodeName`, the kubelet's plugins dir and `/var/run/cdi` mounted), run as ServiceAccount `sriov-rdma-dra`; apply instead of `daemonset.yaml` on Kubernetes 1.34+ |
+//! | `dra/rbac.yaml` | ServiceAccount, ClusterRole and binding `sriov-rdma-dra`: ResourceSlices list/create/update/delete, ResourceClaims get (the verbs the driver calls) |
+//! | `dra/deviceclass.yaml` | DeviceClasses `vf.sriov.rdma-hca.io` (every VF the driver offers) and `rdma-vf.sriov.rdma-hca.io` (those with an RDMA device) |
+//! | `dra/claim.yaml` | example: ResourceClaimTemplate `rdma-vf-vlan100` (one RDMA VF, opaque `VfConfig` VLAN 100) and pod `dra-rdma-vf-pod` using it |
 //! | `Containerfile` | multi-stage build: static musl binaries, Debian's static busybox, a `scratch` runtime image |
 //! | `config/` | sample daemon config files, one per format (owned by the device plugin) |
 //!
@@ -24,7 +28,8 @@
 //! refuses any key the daemon would ignore), `type: sriov` NAD configs by the plugin's
 //! [`sriov_cni::config::NetConf::parse`] ([`NetConf`], which also refuses keys the plugin
 //! would skip). [`Deployment`] holds the objects of a directory by kind and answers which
-//! containers run the daemon and which ConfigMap key each one reads.
+//! containers run the daemon and which ConfigMap key each one reads; [`DraDeployment`]
+//! holds those of `dra/`.
 
 mod cni;
 mod deployment;
@@ -36,7 +41,7 @@ pub use cni::{
     HostLocalIpam, Ipam, MacvlanNetConf, NetConf, NetworkSelection, Route, SRIOV_NAD_KEYS,
     SriovNetConf, parse_networks_annotation,
 };
-pub use deployment::{DAEMON_COMMAND, Deployment, device_plugin_config};
+pub use deployment::{DAEMON_COMMAND, Deployment, DraDeployment, device_plugin_config};
 pub use error::ManifestError;
 pub use manifest::{
     Document, NETWORKS_ANNOTATION, NadSpec, NetworkAttachmentDefinition, Object,

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::resource::v1::{DeviceClass, ResourceClaimTemplate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
@@ -67,6 +69,16 @@ pub enum Object {
     Pod(Box<Pod>),
     /// `k8s.cni.cncf.io/v1 NetworkAttachmentDefinition`.
     NetworkAttachmentDefinition(Box<NetworkAttachmentDefinition>),
+    /// `v1 ServiceAccount` (the DRA driver's identity, `dra/rbac.yaml`).
+    ServiceAccount(Box<ServiceAccount>),
+    /// `rbac.authorization.k8s.io/v1 ClusterRole`.
+    ClusterRole(Box<ClusterRole>),
+    /// `rbac.authorization.k8s.io/v1 ClusterRoleBinding`.
+    ClusterRoleBinding(Box<ClusterRoleBinding>),
+    /// `resource.k8s.io/v1 DeviceClass`.
+    DeviceClass(Box<DeviceClass>),
+    /// `resource.k8s.io/v1 ResourceClaimTemplate`.
+    ResourceClaimTemplate(Box<ResourceClaimTemplate>),
 }
 
 impl Object {
@@ -77,6 +89,11 @@ impl Object {
             Object::ConfigMap(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::NetworkAttachmentDefinition(o) => &o.metadata,
+            Object::ServiceAccount(o) => &o.metadata,
+            Object::ClusterRole(o) => &o.metadata,
+            Object::ClusterRoleBinding(o) => &o.metadata,
+            Object::DeviceClass(o) => &o.metadata,
+            Object::ResourceClaimTemplate(o) => &o.metadata,
         }
     }
 
@@ -87,6 +104,11 @@ impl Object {
             Object::ConfigMap(_) => "ConfigMap",
             Object::Pod(_) => "Pod",
             Object::NetworkAttachmentDefinition(_) => "NetworkAttachmentDefinition",
+            Object::ServiceAccount(_) => "ServiceAccount",
+            Object::ClusterRole(_) => "ClusterRole",
+            Object::ClusterRoleBinding(_) => "ClusterRoleBinding",
+            Object::DeviceClass(_) => "DeviceClass",
+            Object::ResourceClaimTemplate(_) => "ResourceClaimTemplate",
         }
     }
 }
@@ -149,6 +171,19 @@ fn parse_object(origin: &str, value: serde_yaml::Value) -> Result<Object, Manife
         ("v1", "Pod") => Object::Pod(deserialize_strict(origin, value)?),
         ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition") => {
             Object::NetworkAttachmentDefinition(deserialize_strict(origin, value)?)
+        }
+        ("v1", "ServiceAccount") => Object::ServiceAccount(deserialize_strict(origin, value)?),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            Object::ClusterRole(deserialize_strict(origin, value)?)
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            Object::ClusterRoleBinding(deserialize_strict(origin, value)?)
+        }
+        ("resource.k8s.io/v1", "DeviceClass") => {
+            Object::DeviceClass(deserialize_strict(origin, value)?)
+        }
+        ("resource.k8s.io/v1", "ResourceClaimTemplate") => {
+            Object::ResourceClaimTemplate(deserialize_strict(origin, value)?)
         }
         _ => {
             return Err(ManifestError::UnsupportedKind {
