@@ -6,172 +6,12 @@
 //! deletes them, and with a claim still prepared a shutdown keeps them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dra_common;
+
+use dra_common::{DRIVER, NODE, Node};
 use node_tests::DEFAULT_TIMEOUT;
-use node_tests::apiserver::{ApiServer, PoolSummary};
 use node_tests::dra_kubelet::{ClaimId, DraKubelet};
-use node_tests::simhost::{Profile, SimHost};
-use serde_json::json;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const DRIVER: &str = "sriov.rdma.example.org";
-const NODE: &str = "node-a";
-
-struct Node {
-    dir: tempfile::TempDir,
-    host: SimHost,
-    api: ApiServer,
-    daemon: Option<Child>,
-}
-
-impl Node {
-    async fn new(profile: Profile) -> Node {
-        let dir = node_tests::scratch();
-        let host = SimHost::create(dir.path().join("host"), profile).unwrap();
-        let api = ApiServer::start().await.unwrap();
-        api.write_kubeconfig(&dir.path().join("kubeconfig"))
-            .unwrap();
-        Node {
-            dir,
-            host,
-            api,
-            daemon: None,
-        }
-    }
-
-    fn registration(&self) -> PathBuf {
-        self.dir
-            .path()
-            .join("plugins_registry")
-            .join(format!("{DRIVER}-reg.sock"))
-    }
-
-    fn command(&self) -> Command {
-        let d = self.dir.path();
-        let mut c = Command::new(node_tests::project_bin("device-plugin", "device-plugin"));
-        c.arg("--root")
-            .arg(self.host.root())
-            .arg("--device-plugin-path")
-            .arg(d.join("device-plugins"))
-            .arg("--plugins-registry")
-            .arg(d.join("plugins_registry"))
-            .arg("--device-info-dir")
-            .arg(d.join("devinfo"))
-            .args(["--device-info-gc-interval", "0"])
-            .args(["--periodic-update-interval", "0"])
-            .args(["--safety-poll-interval", "0"])
-            .arg("--pod-resources-socket")
-            .arg(d.join("absent.sock"))
-            .arg("--dra")
-            .args(["--dra-driver-name", DRIVER])
-            .arg("--dra-plugin-dir")
-            .arg(d.join("plugins").join(DRIVER))
-            .arg("--dra-registry-dir")
-            .arg(d.join("plugins_registry"))
-            .arg("--dra-device-info-dir")
-            .arg(d.join("devinfo-dra"))
-            .arg("--cdi-dir")
-            .arg(d.join("cdi"))
-            .env_remove("NODE_NAME")
-            .env_remove("KUBECONFIG")
-            .stdout(Stdio::null());
-        c
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("daemon.log"))
-            .unwrap();
-        let child = self
-            .command()
-            .args(["--node-name", NODE])
-            .arg("--kubeconfig")
-            .arg(self.dir.path().join("kubeconfig"))
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = i32::try_from(self.daemon.as_ref().unwrap().id()).unwrap();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
-    }
-
-    /// SIGTERM and wait for a clean exit (async: the stand-in runs on this runtime and
-    /// must answer the shutdown's deletes).
-    async fn terminate(&mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let mut c = self.daemon.take().unwrap();
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                assert!(st.success(), "daemon exit {st}: {}", self.log());
-                return;
-            }
-            if t0.elapsed() > DEFAULT_TIMEOUT {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("daemon did not exit on SIGTERM: {}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Wait (bounded) until this node's pool on the stand-in satisfies `pred`.
-    async fn wait_pool(&self, what: &str, pred: impl Fn(&PoolSummary) -> bool) -> PoolSummary {
-        let t0 = Instant::now();
-        loop {
-            if let Ok(p) = self.api.pool(DRIVER, NODE)
-                && pred(&p)
-            {
-                return p;
-            }
-            assert!(
-                t0.elapsed() < DEFAULT_TIMEOUT,
-                "pool never {what}: {:?}\n{}",
-                self.api.pool(DRIVER, NODE),
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Wait (bounded) until the stand-in saw a list of ResourceSlices since the last
-    /// `clear_requests`.
-    async fn wait_list(&self) {
-        let t0 = Instant::now();
-        while !self
-            .api
-            .requests()
-            .iter()
-            .any(|r| r.method == "GET" && r.path.ends_with("/resourceslices"))
-        {
-            assert!(t0.elapsed() < DEFAULT_TIMEOUT, "no list: {}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn device(&self, pf: usize, vf: u32) -> String {
-        device_plugin::dra::device_name(&self.host.vf_address(pf, vf))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use node_tests::simhost::Profile;
 
 #[tokio::test]
 async fn slices_follow_start_rescan_health_and_a_clean_shutdown_deletes_them() {
@@ -212,14 +52,7 @@ async fn slices_follow_start_rescan_health_and_a_clean_shutdown_deletes_them() {
 async fn a_prepared_claim_keeps_the_slices_across_shutdown() {
     let mut n = Node::new(Profile::Cx6Dx).await;
     let dev = n.device(0, 0);
-    n.api.seed_claim(
-        "ns1",
-        "claim-a",
-        json!({"metadata": {"uid": "uid-a"},
-               "spec": {"devices": {"requests": [{"name": "vf", "exactly": {"deviceClassName": "sriov-vf"}}]}},
-               "status": {"allocation": {"devices": {"results": [{"request": "vf", "driver": DRIVER,
-                   "pool": NODE, "device": dev}]}}}}),
-    );
+    n.seed_vf_claim("ns1", "claim-a", "uid-a", &dev);
     n.spawn();
     n.wait_pool("published", |p| p.devices.len() == 16).await;
     node_tests::fswait::wait_for_path(&n.registration(), DEFAULT_TIMEOUT)
