@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measure the project and write docs/BENCHMARKS.md: discovery, Allocate, daemon RSS,
-# re-registration after a kubelet restart, sriov ADD/DEL, netlink round trips, binary
+# re-registration after a kubelet restart, DRA (slices, NodePrepareResources, RSS with
+# both interfaces), sriov ADD/DEL (Ethernet and InfiniBand), netlink round trips, binary
 # sizes, and ADD/DEL on a real VF from the QEMU lab. Every figure has its target beside it.
 #   ./scripts/bench.sh            # all (the lab part reuses its last results if present)
 #   BENCH_LAB=1 ./scripts/bench.sh  # also (re)run the QEMU lab's latency scenario
@@ -44,6 +45,9 @@ cargo bench -q -p node-tests --bench device_plugin_idle 2>/dev/null | tee "$out/
 log "DRA ResourceSlices for 1024 VFs to the API server stand-in"
 cargo bench -q -p node-tests --bench dra_publish 2>/dev/null | tee "$out/dra-publish.txt"
 
+log "daemon RSS with both interfaces (device plugin + DRA), 1024 VFs"
+cargo bench -q -p node-tests --bench dra_daemon_rss 2>/dev/null | tee "$out/dra-rss.txt"
+
 log "sriov ADD/DEL (veth stand-in VF, real netns)"
 cargo bench -q -p sriov-cni --bench add_del 2>/dev/null | tee "$out/sriov.txt"
 
@@ -64,7 +68,7 @@ alloc=$(pick '^Allocate \(1 VF' "$out/device-plugin.txt" '(p50 [0-9.]+ ms p99 [0
 alloc_hca=$(pick '^Allocate rdma/hca' "$out/device-plugin.txt" '(p50 [0-9.]+ ms p99 [0-9.]+ ms)')
 rss=$(pick '^daemon RSS idle' "$out/device-plugin.txt" ': ([0-9]+ KiB)')
 cold=$(pick '^cold start' "$out/device-plugin.txt" '(median [0-9.]+ ms)')
-rereg=$(sed -nE 's/.*(median [0-9.]+ ms, worst [0-9.]+ ms).*/\1/p' "$out/reregistration.txt" 2>/dev/null | head -1)
+rereg=$(sed -nE 's/.*(median [0-9.]+ ms, worst [0-9.]+ ms).*/\1/p' "$out/reregistration.txt" 2>/dev/null | head -1 || true)
 rereg_large=$(pick '^kubelet restarts \(Large' "$out/idle.txt" '(median [0-9.]+ ms, worst [0-9.]+ ms)')
 idle=$(pick '^idle CPU' "$out/idle.txt" '= ([0-9.]+ % of one core)')
 sr_in=$(pick '^in-process' "$out/sriov.txt" '(ADD p50.*)')
@@ -77,6 +81,16 @@ instr=$(sed -E 's/.*Collected : ([0-9]+).*/\1/' "$out/callgrind.txt" 2>/dev/null
 syscalls=$(awk '/total/ {print $4}' "$out/strace.txt" 2>/dev/null || true)
 dra_first=$(pick '^first publish' "$out/dra-publish.txt" '(p50 [0-9.]+ ms .* sent +[0-9]+ B)')
 dra_change=$(pick '^one VF gone' "$out/dra-publish.txt" '(p50 [0-9.]+ ms .* sent +[0-9]+ B)')
+dra_same=$(pick '^unchanged' "$out/dra-publish.txt" '(p50 [0-9.]+ ms .* sent +[0-9]+ B)')
+dra_prep=$(pick '^  prepare ' "$out/device-plugin.txt" '(p50 [0-9.]+ ms +p99 [0-9.]+ ms)')
+dra_unprep=$(pick '^  unprepare ' "$out/device-plugin.txt" '(p50 [0-9.]+ ms +p99 [0-9.]+ ms)')
+dra_rss_dp=$(pick '^daemon RSS idle, device plugin only' "$out/dra-rss.txt" ': ([0-9]+ KiB \(anon [0-9]+ KiB)')
+dra_rss=$(pick '^daemon RSS idle, device plugin \+ DRA' "$out/dra-rss.txt" ': ([0-9]+ KiB \(anon [0-9]+ KiB)')
+dra_rss_claims=$(pick '^daemon RSS, device plugin \+ DRA with' "$out/dra-rss.txt" ': ([0-9]+ KiB \(anon [0-9]+ KiB)')
+ib_in=$(pick '^in-process IB +n=' "$out/sriov.txt" '(ADD p50.*)')
+ib_cpu=$(pick '^in-process IB CPU' "$out/sriov.txt" '(ADD p50.*)')
+ib_bin=$(pick '^binary IB' "$out/sriov.txt" '(ADD p50.*)')
+ib_rtt=$(pick '^IB netlink round trips' "$out/sriov.txt" 'IB netlink round trips: (.*)')
 size() { stat -c %s "target/release/$1" 2>/dev/null | awk '{printf "%.1f MB", $1/1048576}'; }
 
 {
@@ -94,19 +108,28 @@ echo "| discovery, 1024 VFs: instructions / syscalls (callgrind, strace) | ${ins
 echo "| discovery + pools, 1024 VFs (median) | ${disc_pools:-n/a} | < 50 ms |"
 echo "| Allocate, 1 VF of 1024 (10k calls, unix socket) | ${alloc:-n/a} | p99 < 1 ms |"
 echo "| Allocate, rdma/hca (10k calls) | ${alloc_hca:-n/a} | |"
+echo "| DRA NodePrepareResources, 1 VF of 1024 (dra.sock v1, in-process ClaimSource; unprepare after the semicolon) | ${dra_prep:-n/a}; ${dra_unprep:-n/a} | p99 < 5 ms |"
 echo "| daemon RSS idle, 1024 VFs + 1000 shared IDs | ${rss:-n/a} | < 15 MB |"
+echo "| daemon RSS, device plugin only, 1024 VFs (binary with DRA built in, kubelet simulator) | ${dra_rss_dp:+${dra_rss_dp})}${dra_rss_dp:-n/a} | |"
+echo "| daemon RSS, device plugin + DRA, 1024 VFs (8 slices published, DRA registered) | ${dra_rss:+${dra_rss})}${dra_rss:-n/a} | < 20 MiB |"
+echo "| daemon RSS, device plugin + DRA, 100 claims prepared | ${dra_rss_claims:+${dra_rss_claims})}${dra_rss_claims:-n/a} | < 20 MiB |"
 echo "| cold start to all resources registered, 1024 VFs | ${cold:-n/a} | |"
 echo "| re-registration after kubelet restart (100 restarts, cx6dx) | ${rereg:-n/a} | < 1 s |"
 echo "| re-registration after kubelet restart (20 restarts, 1024 VFs) | ${rereg_large:-n/a} | < 1 s |"
 echo "| daemon idle CPU over 60 s, 1024 VFs | ${idle:-n/a} | no busy polling |"
 echo "| DRA: publish ResourceSlices, 1024 VFs (8 slices, stand-in over loopback) | ${dra_first:-n/a} | |"
 echo "| DRA: one VF gone, 1024 VFs (generation bump, 8 updates) | ${dra_change:-n/a} | |"
+echo "| DRA: resync with nothing changed, 1024 VFs (1 list, no write) | ${dra_same:-n/a} | |"
 echo "| sriov ADD/DEL in process, no IPAM (veth stand-in) | ${sr_in:-n/a} | ADD p50 < 5 ms |"
 echo "| sriov ADD/DEL in process: CPU time of the thread (user + system) | ${sr_cpu:-n/a} | |"
 echo "| kernel floor: the bare netns move in (ADD) and back (DEL), same veth | ${sr_floor:-n/a} | (kernel RCU waits) |"
 echo "| sriov ADD/DEL, binary, no IPAM | ${sr_bin:-n/a} | |"
 echo "| sriov ADD/DEL, binary + host-local | ${sr_ipam:-n/a} | |"
 echo "| netlink round trips | ${rtt:-n/a} | minimal, no dumps |"
+echo "| sriov ADD/DEL, InfiniBand VF on the fake's IB model, in process, no IPAM (GUIDs + rebind; the fake's bind returns at once, a real mlx5 probe adds its own time) | ${ib_in:-n/a} | |"
+echo "| sriov ADD/DEL, InfiniBand VF, in process: CPU time of the thread | ${ib_cpu:-n/a} | |"
+echo "| sriov ADD/DEL, InfiniBand VF, binary, no IPAM | ${ib_bin:-n/a} | |"
+echo "| netlink round trips, InfiniBand VF | ${ib_rtt:-n/a} | |"
 echo "| binary size: device-plugin / sriov | $(size device-plugin) / $(size sriov) | |"
 echo
 echo "Where a figure misses its target: \`sriov\` ADD without IPAM cannot reach 5 ms wall time on"
@@ -121,7 +144,7 @@ echo "${lab:-no lab results: run ./scripts/vmlab.sh}"
 echo '```'
 echo
 echo "## Raw"
-for f in inventory device-plugin reregistration idle dra-publish sriov; do
+for f in inventory device-plugin reregistration idle dra-publish dra-rss sriov; do
     echo
     echo "### $f"
     echo '```'
