@@ -128,6 +128,23 @@ impl Node {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// Wait (bounded) until the daemon's log has a line containing `needle` (the daemon
+    /// logs a sync's outcome after the API server answered, so after the test can see it).
+    pub async fn wait_log(&self, needle: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                t0.elapsed() < DEFAULT_TIMEOUT,
+                "no {needle:?} in the log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = i32::try_from(self.daemon.as_ref().unwrap().id()).unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
