@@ -57,18 +57,10 @@ fn spawn(bin: &Path, dir: &Path, host: &SimHost, dra: bool) -> Child {
         .env_remove("KUBECONFIG")
         .stdout(Stdio::null());
     if dra {
-        c.arg("--dra")
-            .args(["--dra-driver-name", DRIVER, "--node-name", NODE])
+        c.args(node_tests::dra_args(dir, DRIVER))
+            .args(["--node-name", NODE])
             .arg("--kubeconfig")
-            .arg(dir.join("kubeconfig"))
-            .arg("--dra-plugin-dir")
-            .arg(dir.join("plugins").join(DRIVER))
-            .arg("--dra-registry-dir")
-            .arg(dir.join("plugins_registry"))
-            .arg("--dra-device-info-dir")
-            .arg(dir.join("devinfo-dra"))
-            .arg("--cdi-dir")
-            .arg(dir.join("cdi"));
+            .arg(dir.join("kubeconfig"));
     }
     c.spawn().unwrap()
 }

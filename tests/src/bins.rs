@@ -69,3 +69,24 @@ pub fn project_bin_with(package: &str, bin: &str, features: &[&str]) -> PathBuf 
 pub fn scratch() -> tempfile::TempDir {
     simhost::tempdir().unwrap_or_else(|e| panic!("a scratch directory: {e}"))
 }
+
+/// The `device-plugin` flags of a DRA node laid out under `dir` for `driver`: `--dra`,
+/// the driver name, its plugin and registry dirs (`plugins/<driver>`, `plugins_registry`),
+/// the DRA device-info dir (`devinfo-dra`) and the CDI dir (`cdi`). Node name and
+/// kubeconfig are the caller's.
+pub fn dra_args(dir: &Path, driver: &str) -> Vec<std::ffi::OsString> {
+    let path = |p: PathBuf| p.into_os_string();
+    vec![
+        "--dra".into(),
+        "--dra-driver-name".into(),
+        driver.into(),
+        "--dra-plugin-dir".into(),
+        path(dir.join("plugins").join(driver)),
+        "--dra-registry-dir".into(),
+        path(dir.join("plugins_registry")),
+        "--dra-device-info-dir".into(),
+        path(dir.join("devinfo-dra")),
+        "--cdi-dir".into(),
+        path(dir.join("cdi")),
+    ]
+}

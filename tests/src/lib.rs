@@ -34,7 +34,7 @@ pub mod podresources;
 pub mod pods;
 pub mod report;
 
-pub use bins::{project_bin, project_bin_with, scratch};
+pub use bins::{dra_args, project_bin, project_bin_with, scratch};
 pub use error::SimError;
 pub use kubelet::{DeviceList, KubeletSim, RegisterAttempt, RegisteredVia, Registration, SimState};
 pub use pods::{ContainerAllocation, ContainerSpec, PodAllocation, PodSpec, ResourceAllocation};

@@ -17,7 +17,7 @@ mod dra_common;
 mod interop_common;
 
 use dra_common::{DRIVER, NODE, Node};
-use interop_common::{DIALERS, Dialer, probe, probes_available, unary};
+use interop_common::{DIALERS, Dialer, probe, probes_available, unary, watcher_calls};
 use node_tests::DEFAULT_TIMEOUT;
 use node_tests::fswait::wait_for_path;
 use node_tests::simhost::Profile;
@@ -35,23 +35,7 @@ type Prepared = (Vec<String>, String, String, Vec<String>);
 
 /// The plugin watcher's calls on the registration socket, checked.
 fn register(dialer: Dialer, reg: &Path, endpoint: &Path) {
-    let got = probe(
-        dialer,
-        reg,
-        &[
-            unary(
-                "/pluginregistration.Registration/GetInfo",
-                &pr::InfoRequest {},
-            ),
-            unary(
-                "/pluginregistration.Registration/NotifyRegistrationStatus",
-                &pr::RegistrationStatus {
-                    plugin_registered: true,
-                    error: String::new(),
-                },
-            ),
-        ],
-    );
+    let got = probe(dialer, reg, &watcher_calls());
     let what = format!("{dialer:?} on {}", reg.display());
     let info = pr::PluginInfo::decode(got[0].as_deref().expect(&what)).unwrap();
     assert_eq!(info.r#type, proto::dra::PLUGIN_TYPE, "{what}");

@@ -27,7 +27,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use interop_common::{Call, DIALERS, Dialer, probe, probes_available, unary};
+use interop_common::{Call, DIALERS, Dialer, probe, probes_available, unary, watcher_calls};
 use node_tests::DEFAULT_TIMEOUT;
 use node_tests::fswait::wait_for_path;
 use prost::Message;
@@ -93,23 +93,7 @@ impl Drop for Node {
 fn kubelet_calls(dialer: Dialer, socket: &Path, resource: &str) -> usize {
     let what = format!("{dialer:?} on {resource}");
     // The plugin watcher: GetInfo then NotifyRegistrationStatus, on one connection.
-    let got = probe(
-        dialer,
-        socket,
-        &[
-            unary(
-                "/pluginregistration.Registration/GetInfo",
-                &pr::InfoRequest {},
-            ),
-            unary(
-                "/pluginregistration.Registration/NotifyRegistrationStatus",
-                &pr::RegistrationStatus {
-                    plugin_registered: true,
-                    error: String::new(),
-                },
-            ),
-        ],
-    );
+    let got = probe(dialer, socket, &watcher_calls());
     let info = pr::PluginInfo::decode(got[0].as_deref().expect(&what)).unwrap();
     assert_eq!(info.r#type, "DevicePlugin", "{what}");
     assert_eq!(info.name, resource, "{what}");

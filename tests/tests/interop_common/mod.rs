@@ -91,6 +91,24 @@ pub fn unary(method: &'static str, m: &impl Message) -> Call {
     }
 }
 
+/// The plugin watcher's calls on a registration socket, on one connection: `GetInfo`,
+/// then `NotifyRegistrationStatus` (registered).
+pub fn watcher_calls() -> [Call; 2] {
+    [
+        unary(
+            "/pluginregistration.Registration/GetInfo",
+            &proto::pluginregistration::InfoRequest {},
+        ),
+        unary(
+            "/pluginregistration.Registration/NotifyRegistrationStatus",
+            &proto::pluginregistration::RegistrationStatus {
+                plugin_registered: true,
+                error: String::new(),
+            },
+        ),
+    ]
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
