@@ -6,7 +6,8 @@
 //! device-info files and checkpoint written). Measures; asserts only that each state was
 //! reached.
 //!
-//! `cargo bench -p node-tests --bench dra_daemon_rss`
+//! `cargo bench -p node-tests --bench dra_daemon_rss` (`DRA_RSS_BIN=<path>`: measure that
+//! `device-plugin` binary instead, e.g. one built with other profile settings)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use node_tests::KubeletSim;
@@ -156,8 +157,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // built (if need be) before any clock starts
-    let bin = node_tests::project_bin("device-plugin", "device-plugin");
+    // built (if need be) before any clock starts; DRA_RSS_BIN measures another build
+    let bin = std::env::var_os("DRA_RSS_BIN").map_or_else(
+        || node_tests::project_bin("device-plugin", "device-plugin"),
+        std::path::PathBuf::from,
+    );
     rt.block_on(async {
         run(&bin, &host, false).await;
         run(&bin, &host, true).await;
