@@ -87,19 +87,19 @@ fn main() {
                 kube::Client::try_from(kube::Config::new(s.url().parse().unwrap())).unwrap();
             let mut p = Publisher::new(client, "node-a", DRIVER).unwrap();
             let t = Instant::now();
-            let r = p.sync(before.clone()).await.unwrap();
+            let r = p.sync(&before).await.unwrap();
             first.push(t.elapsed());
             assert_eq!(r.created, 8);
             b_first = traffic(&s);
             s.clear_requests();
             let t = Instant::now();
-            let r = p.sync(after.clone()).await.unwrap();
+            let r = p.sync(&after).await.unwrap();
             change.push(t.elapsed());
             assert_eq!(r.updated, 8);
             b_change = traffic(&s);
             s.clear_requests();
             let t = Instant::now();
-            assert!(p.sync(after.clone()).await.unwrap().unchanged());
+            assert!(p.sync(&after).await.unwrap().unchanged());
             same.push(t.elapsed());
             b_same = traffic(&s);
         }

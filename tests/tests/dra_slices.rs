@@ -74,7 +74,7 @@ async fn cx6dx_publishes_one_slice_with_typed_attributes() {
     let (_d, h) = host(Profile::Cx6Dx);
     let s = ApiServer::start().await.unwrap();
     let mut p = Publisher::new(client(&s), NODE, DRIVER).unwrap();
-    let r = p.sync(devices(&h, "")).await.unwrap();
+    let r = p.sync(&devices(&h, "")).await.unwrap();
     assert_eq!(
         (r.generation, r.slices, r.devices, r.created),
         (1, 1, 16, 1)
@@ -122,18 +122,18 @@ async fn unchanged_sync_only_lists_and_restart_keeps_the_generation() {
     let (_d, h) = host(Profile::Cx6Dx);
     let s = ApiServer::start().await.unwrap();
     let mut p = Publisher::new(client(&s), NODE, DRIVER).unwrap();
-    p.sync(devices(&h, "")).await.unwrap();
+    p.sync(&devices(&h, "")).await.unwrap();
     s.clear_requests();
-    let r = p.sync(devices(&h, "")).await.unwrap();
+    let r = p.sync(&devices(&h, "")).await.unwrap();
     assert!(r.unchanged());
     assert_eq!(r.generation, 1);
     assert_eq!(s.requests().len(), 1, "one list, no writes");
     // a restarted daemon (new publisher) finds its slices and writes nothing
     let mut again = Publisher::new(client(&s), NODE, DRIVER).unwrap();
-    assert!(again.sync(devices(&h, "")).await.unwrap().unchanged());
+    assert!(again.sync(&devices(&h, "")).await.unwrap().unchanged());
     // ... and continues the generation on change
     h.set_operstate("ens1f1", "down").unwrap();
-    let r = again.sync(devices(&h, "")).await.unwrap();
+    let r = again.sync(&devices(&h, "")).await.unwrap();
     assert_eq!((r.generation, r.devices, r.updated), (2, 8, 1));
     assert_eq!(s.pool(DRIVER, NODE).unwrap().generation, 2);
 }
@@ -143,7 +143,7 @@ async fn large_host_slices_follow_removal_and_health() {
     let (_d, h) = host(Profile::Large);
     let s = ApiServer::start().await.unwrap();
     let mut p = Publisher::new(client(&s), NODE, DRIVER).unwrap();
-    let r = p.sync(devices(&h, "")).await.unwrap();
+    let r = p.sync(&devices(&h, "")).await.unwrap();
     assert_eq!((r.slices, r.devices, r.created), (8, 1024, 8));
     let pool = s.pool(DRIVER, NODE).unwrap();
     assert_eq!(
@@ -156,7 +156,7 @@ async fn large_host_slices_follow_removal_and_health() {
     // a VF goes away (unbound): every slice moves to generation 2, the VF is gone
     let gone = h.vf_address(5, 10);
     h.unbind(&gone).unwrap();
-    let r = p.sync(devices(&h, "")).await.unwrap();
+    let r = p.sync(&devices(&h, "")).await.unwrap();
     assert_eq!(
         (r.generation, r.devices, r.updated, r.created, r.deleted),
         (2, 1023, 8, 0, 0)
@@ -169,7 +169,7 @@ async fn large_host_slices_follow_removal_and_health() {
     for pf in 1..4 {
         h.set_operstate(&h.pfs()[pf].netdev, "down").unwrap();
     }
-    let r = p.sync(devices(&h, "")).await.unwrap();
+    let r = p.sync(&devices(&h, "")).await.unwrap();
     assert_eq!(
         (r.generation, r.slices, r.devices, r.deleted),
         (3, 7, 831, 1)
@@ -188,12 +188,12 @@ async fn a_conflict_relists_once_then_gives_up_naming_the_slice() {
     let (_d, h) = host(Profile::Cx6Dx);
     let s = ApiServer::start().await.unwrap();
     let mut p = Publisher::new(client(&s), NODE, DRIVER).unwrap();
-    p.sync(devices(&h, "")).await.unwrap();
+    p.sync(&devices(&h, "")).await.unwrap();
     h.set_operstate("ens1f1", "down").unwrap();
     // one conflict: list, 409, list again, PUT
     s.conflict_next_writes(1);
     s.clear_requests();
-    let r = p.sync(devices(&h, "")).await.unwrap();
+    let r = p.sync(&devices(&h, "")).await.unwrap();
     assert_eq!((r.generation, r.devices, r.updated), (2, 8, 1));
     let seen: Vec<(String, u16)> = s
         .requests()
@@ -207,13 +207,13 @@ async fn a_conflict_relists_once_then_gives_up_naming_the_slice() {
     // two in a row: the error names the operation and the slice
     h.set_operstate("ens1f1", "up").unwrap();
     s.conflict_next_writes(2);
-    let e = p.sync(devices(&h, "")).await.unwrap_err().to_string();
+    let e = p.sync(&devices(&h, "")).await.unwrap_err().to_string();
     assert!(
         e.contains("update ResourceSlice node-a-sriov.rdma.example.org-0"),
         "{e}"
     );
     // the next sync recovers, at a generation above any seen
-    let r = p.sync(devices(&h, "")).await.unwrap();
+    let r = p.sync(&devices(&h, "")).await.unwrap();
     assert_eq!((r.generation, r.devices), (3, 16));
 }
 
@@ -225,7 +225,7 @@ async fn mixed_host_offers_vfio_and_netdev_vfs() {
         {"resourceName":"cx5_vfio","selectors":{"drivers":["vfio-pci"]}},
         {"resourceName":"cx5_netdev","selectors":{"vendors":["15b3"],"isRdma":true}}]}"#;
     let mut p = Publisher::new(client(&s), NODE, DRIVER).unwrap();
-    p.sync(devices(&h, cfg)).await.unwrap();
+    p.sync(&devices(&h, cfg)).await.unwrap();
     let pool = s.pool(DRIVER, NODE).unwrap();
     assert_eq!(pool.devices.len(), 6);
     let vfio = stored_device(&s, &device_name(&h.vf_address(0, 4)));
@@ -251,7 +251,7 @@ async fn shutdown_deletes_slices_only_without_prepared_claims() {
     s.insert_slice(other("a-gpu-0", NODE, "gpu.example.com"))
         .unwrap();
     let mut p = Publisher::new(client(&s), NODE, DRIVER).unwrap();
-    p.sync(devices(&h, "")).await.unwrap();
+    p.sync(&devices(&h, "")).await.unwrap();
     assert_eq!(s.slices().len(), 3);
     // claims prepared: slices stay, nothing is written
     s.clear_requests();
@@ -408,7 +408,7 @@ async fn watch_sees_the_publisher_write() {
     let wp = kube::api::WatchParams::default().fields(&format!("spec.nodeName={NODE}"));
     let mut events = api.watch(&wp, "0").await.unwrap().boxed();
     let mut p = Publisher::new(client(&s), NODE, DRIVER).unwrap();
-    p.sync(devices(&h, "")).await.unwrap();
+    p.sync(&devices(&h, "")).await.unwrap();
     let ev = tokio::time::timeout(node_tests::DEFAULT_TIMEOUT, events.next())
         .await
         .unwrap()
@@ -452,6 +452,6 @@ async fn the_written_kubeconfig_reaches_the_stand_in() {
         .await
         .unwrap();
     let mut p = Publisher::new(kube::Client::try_from(cfg).unwrap(), NODE, DRIVER).unwrap();
-    assert_eq!(p.sync(devices(&h, "")).await.unwrap().created, 1);
+    assert_eq!(p.sync(&devices(&h, "")).await.unwrap().created, 1);
     assert_eq!(s.pool(DRIVER, NODE).unwrap().devices.len(), 16);
 }

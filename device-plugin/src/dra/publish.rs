@@ -10,7 +10,7 @@
 //! # -> Result<(), device_plugin::dra::publish::PublishError> {
 //! use device_plugin::dra::{publish::Publisher, slices::node_devices};
 //! let mut p = Publisher::new(client, "node-1", "sriov.rdma.example.org")?;
-//! p.sync(node_devices(&src, p.driver())).await?; // on every rescan / health change
+//! p.sync(&node_devices(&src, p.driver())).await?; // on every rescan / health change
 //! p.shutdown(false).await?; // no claim prepared: the slices go
 //! # Ok(()) }
 //! ```
@@ -143,12 +143,7 @@ impl Publisher {
 
     /// Make the API hold exactly `devices` (sorted by name, as
     /// [`super::slices::node_devices`] returns them) in this node's pool.
-    pub async fn sync(&mut self, devices: Vec<Device>) -> Result<SyncReport, PublishError> {
-        self.sync_devices(&devices).await
-    }
-
-    /// [`Publisher::sync`] without taking the list (a caller that retries keeps it).
-    pub async fn sync_devices(&mut self, devices: &[Device]) -> Result<SyncReport, PublishError> {
+    pub async fn sync(&mut self, devices: &[Device]) -> Result<SyncReport, PublishError> {
         match self.sync_once(devices).await {
             Err(e) if is_conflict(&e) => {
                 tracing::info!(error = %e, "ResourceSlice changed under us; listing again");
@@ -381,7 +376,7 @@ async fn feed(
         let Some(devices) = pending.as_deref() else {
             continue;
         };
-        match publisher.sync_devices(devices).await {
+        match publisher.sync(devices).await {
             Ok(r) => {
                 if failures > 0 {
                     tracing::info!(
